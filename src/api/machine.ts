@@ -1,0 +1,146 @@
+import type { Duplex } from 'node:stream';
+import { TsvmError, errorMessage } from '../base/errors.js';
+import { TcgRunner } from '../accel/tcg/tcg-runner.js';
+import type { CharBackend } from '../devices/char-backend.js';
+import { type MachineConfig, type SerialConfig, defaultMachineConfig } from '../machine/config.js';
+import { PcMachine } from '../machine/pc-machine.js';
+import { FileConsole } from '../ui/console/file-console.js';
+import { type HostConsole, NullConsole } from '../ui/console/host-console.js';
+import { StdioConsole } from '../ui/console/stdio-console.js';
+import { StreamConsole } from '../ui/console/stream-console.js';
+import { UnixSocketConsole } from '../ui/console/unix-socket-console.js';
+
+export type { MachineConfig } from '../machine/config.js';
+export { defaultMachineConfig };
+
+/** How a machine ended. */
+export interface MachineExit {
+  reason: 'poweroff' | 'reboot' | 'quit' | 'error';
+  message?: string;
+}
+
+/**
+ * A virtual machine, for programs and for the `tsvm` command alike:
+ * `const vm = await Machine.create(config); vm.start(); await vm.exited`.
+ * With a serial port of kind 'api', the guest console is `vm.console` (a Duplex stream).
+ */
+export class Machine {
+  /** The guest's first 'api' serial port, when the config has one. */
+  readonly console: Duplex | null;
+  readonly exited: Promise<MachineExit>;
+  private resolveExit!: (exit: MachineExit) => void;
+  private readonly pc: PcMachine;
+  private readonly runner: TcgRunner;
+  private readonly consoles: HostConsole[];
+  private pending: 'none' | 'reset' | 'poweroff' = 'none';
+  private finished = false;
+
+  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined) {
+    this.consoles = debugcon ? [...consoles, debugcon] : consoles;
+    this.exited = new Promise((resolve) => (this.resolveExit = resolve));
+    const streamConsole = consoles.find((c): c is StreamConsole => c instanceof StreamConsole);
+    this.console = streamConsole ? streamConsole.stream : null;
+    this.pc = new PcMachine(config, {
+      serials: consoles as CharBackend[],
+      debugcon,
+      requestReset: () => this.request('reset'),
+      requestPowerOff: () => this.request('poweroff'),
+      wake: () => this.runner?.wake(),
+    });
+    this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event));
+  }
+
+  static async create(config: MachineConfig): Promise<Machine> {
+    if (config.accel === 'kvm') throw new TsvmError('-accel kvm is not supported yet by this version (use tcg)');
+    if (config.drives.length > 0) throw new TsvmError('disks and CD-ROMs are not supported yet by this version');
+    if (config.vnc) throw new TsvmError('-vnc is not supported yet by this version');
+    let machine: Machine | null = null;
+    const quit = () => void machine?.quit();
+    const consoles = await Promise.all(config.serials.map((s) => openConsole(s, quit)));
+    const debugcon = config.debugcon ? await openConsole(config.debugcon, quit) : undefined;
+    try {
+      machine = new Machine(config, consoles, debugcon);
+    } catch (e) {
+      await Promise.all(consoles.map((c) => c.close()));
+      throw e;
+    }
+    return machine;
+  }
+
+  /** Starts or resumes the guest. */
+  start(): void {
+    if (this.finished) return;
+    this.pc.clock.resume();
+    this.runner.start();
+  }
+
+  pause(): void {
+    this.runner.pause();
+    this.pc.clock.pause();
+  }
+
+  get running(): boolean {
+    return this.runner.isRunning;
+  }
+
+  /** Stops the machine for good (like QEMU's `quit`). */
+  async quit(): Promise<void> {
+    await this.finish({ reason: 'quit' });
+  }
+
+  /** Guest instructions executed so far (emulated CPU). */
+  get instructionCount(): number {
+    return this.pc.cpu.instructionCount;
+  }
+
+  private request(kind: 'reset' | 'poweroff'): void {
+    if (this.pending === 'poweroff') return;
+    this.pending = kind;
+    this.pc.cpu.requestExit();
+  }
+
+  private onCpuEvent(event: 'triple-fault' | 'exit-request'): boolean {
+    if (event === 'triple-fault') this.pending = 'reset';
+    const pending = this.pending;
+    this.pending = 'none';
+    if (pending === 'poweroff') {
+      void this.finish({ reason: 'poweroff' });
+      return false;
+    }
+    if (pending === 'reset') {
+      if (this.config.noReboot) {
+        void this.finish({ reason: 'reboot' });
+        return false;
+      }
+      try {
+        this.pc.reset();
+      } catch (e) {
+        void this.finish({ reason: 'error', message: errorMessage(e) });
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private async finish(exit: MachineExit): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    this.runner.pause();
+    await Promise.all(this.consoles.map((c) => c.close()));
+    this.resolveExit(exit);
+  }
+}
+
+async function openConsole(config: SerialConfig, onQuit: () => void): Promise<HostConsole> {
+  switch (config.kind) {
+    case 'stdio': return new StdioConsole(onQuit);
+    case 'file': return new FileConsole(config.path);
+    case 'unix': {
+      const c = new UnixSocketConsole(config.path, config.server, config.wait);
+      await c.ready;
+      return c;
+    }
+    case 'api': return new StreamConsole();
+    default: return new NullConsole();
+  }
+}

@@ -1,0 +1,110 @@
+import { StateError } from '../../base/errors.js';
+import type { VersionedState } from '../../base/state.js';
+import type { PortIoBus } from '../../memory/port-io-bus.js';
+import type { Device, IrqLine } from '../device.js';
+import type { SystemControl } from '../system-control.js';
+import type { TimerQueue } from '../timer-queue.js';
+import { GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_BLK, PM1A_EVT_BLK, PM_TIMER_HZ, PM_TMR_BLK, SLP_TYP_S5 } from './pm-constants.js';
+
+const PM1_STS_PWRBTN = 0x100, PM1_STS_TMR = 0x01, PM1_CNT_SCI_EN = 1, PM1_CNT_SLP_EN = 0x2000;
+
+/**
+ * The ACPI power-management registers of the PIIX4: PM1a event (status/enable, power button), PM1a control
+ * (SCI_EN, SLP_TYP + SLP_EN: S5 powers the machine off), the 24-bit 3.58 MHz PM timer and GPE0. SCI is IRQ 9.
+ */
+export class Piix4Pm implements Device {
+  readonly id = 'piix4-pm';
+  private pm1Status = 0;
+  private pm1Enable = 0;
+  /** SCI_EN starts set: the tables declare no SMI command port, so the hardware is always in ACPI mode. */
+  private pm1Control = PM1_CNT_SCI_EN;
+  private readonly gpe = new Uint8Array(GPE0_BLK_LEN);
+
+  constructor(io: PortIoBus, private readonly sci: IrqLine, private readonly timers: TimerQueue, private readonly control: SystemControl) {
+    io.register(PM1A_EVT_BLK, 4, {
+      read: (offset, size) => this.readBytes(offset, size, (o) => [this.pm1Status & 0xff, this.pm1Status >> 8, this.pm1Enable & 0xff, this.pm1Enable >> 8][o]),
+      write: (offset, size, value) => {
+        for (let i = 0; i < size; i++) {
+          const b = (value >> (8 * i)) & 0xff, o = offset + i;
+          if (o === 0) this.pm1Status &= ~b;
+          else if (o === 1) this.pm1Status &= ~(b << 8);
+          else if (o === 2) this.pm1Enable = (this.pm1Enable & 0xff00) | b;
+          else this.pm1Enable = (this.pm1Enable & 0xff) | (b << 8);
+        }
+        this.updateSci();
+      },
+    }, { name: 'pm1a-evt' });
+    io.register(PM1A_CNT_BLK, 2, {
+      read: (offset, size) => this.readBytes(offset, size, (o) => (o === 0 ? this.pm1Control & 0xff : this.pm1Control >> 8)),
+      write: (offset, size, value) => {
+        let v = this.pm1Control;
+        for (let i = 0; i < size; i++) {
+          const o = offset + i;
+          v = o === 0 ? (v & 0xff00) | ((value >> (8 * i)) & 0xff) : (v & 0xff) | (((value >> (8 * i)) & 0xff) << 8);
+        }
+        this.writeControl(v);
+      },
+    }, { name: 'pm1a-cnt' });
+    io.register(PM_TMR_BLK, 4, {
+      read: (offset, size) => {
+        const ticks = Math.floor((this.timers.nowNs() * PM_TIMER_HZ) / 1e9) & 0xffffff;
+        return (ticks >>> (8 * offset)) & (size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff);
+      },
+      write: () => {},
+    }, { name: 'pm-timer' });
+    io.register(GPE0_BLK, GPE0_BLK_LEN, {
+      read: (offset, size) => this.readBytes(offset, size, (o) => this.gpe[o]),
+      write: (offset, size, value) => {
+        for (let i = 0; i < size; i++) {
+          const o = offset + i, b = (value >> (8 * i)) & 0xff;
+          // First half: status (write 1 to clear); second half: enable.
+          if (o < GPE0_BLK_LEN / 2) this.gpe[o] &= ~b;
+          else this.gpe[o] = b;
+        }
+      },
+    }, { name: 'gpe0' });
+  }
+
+  private readBytes(offset: number, size: number, byte: (o: number) => number): number {
+    let v = 0;
+    for (let i = 0; i < size; i++) v |= (byte(offset + i) & 0xff) << (8 * i);
+    return v >>> 0;
+  }
+
+  private writeControl(v: number): void {
+    this.pm1Control = v & ~PM1_CNT_SLP_EN;
+    if (v & PM1_CNT_SLP_EN && ((v >> 10) & 7) === SLP_TYP_S5) this.control.requestPowerOff();
+  }
+
+  /** The power button: sets PWRBTN_STS and raises SCI if enabled (QMP system_powerdown). */
+  pressPowerButton(): void {
+    this.pm1Status |= PM1_STS_PWRBTN;
+    this.updateSci();
+  }
+
+  private updateSci(): void {
+    const pending = this.pm1Status & this.pm1Enable & (PM1_STS_PWRBTN | PM1_STS_TMR);
+    this.sci.set(pending !== 0 && (this.pm1Control & PM1_CNT_SCI_EN) !== 0);
+  }
+
+  reset(): void {
+    this.pm1Status = this.pm1Enable = 0;
+    this.pm1Control = PM1_CNT_SCI_EN;
+    this.gpe.fill(0);
+    this.updateSci();
+  }
+
+  saveState(): VersionedState {
+    return { version: 1, fields: { pm1: [this.pm1Status, this.pm1Enable, this.pm1Control], gpe: Uint8Array.from(this.gpe) } };
+  }
+
+  restoreState(state: VersionedState): void {
+    const f = state?.fields;
+    if (state?.version !== 1 || !Array.isArray(f?.pm1) || f.pm1.length !== 3 || !(f.gpe instanceof Uint8Array) || f.gpe.length !== GPE0_BLK_LEN) {
+      throw new StateError('piix4-pm: bad state');
+    }
+    [this.pm1Status, this.pm1Enable, this.pm1Control] = (f.pm1 as number[]).map((x) => Number(x) & 0xffff);
+    this.gpe.set(f.gpe);
+    this.updateSci();
+  }
+}

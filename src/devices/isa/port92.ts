@@ -1,0 +1,37 @@
+import type { VersionedState } from '../../base/state.js';
+import type { PhysicalMemory } from '../../memory/physical-memory.js';
+import type { PortIoBus } from '../../memory/port-io-bus.js';
+import type { Device } from '../device.js';
+import type { SystemControl } from '../system-control.js';
+
+/**
+ * System control port A (0x92: bit 1 A20 gate, bit 0 fast reset) and the PIIX reset control register
+ * (0xCF9: writing bit 2 with bit 1 set resets the system).
+ */
+export class SystemPorts implements Device {
+  readonly id = 'port92';
+
+  constructor(io: PortIoBus, private readonly memory: PhysicalMemory, private readonly control: SystemControl) {
+    io.register(0x92, 1, {
+      read: () => (this.memory.a20Enabled ? 2 : 0),
+      write: (_o, _s, v) => {
+        this.memory.setA20((v & 2) !== 0);
+        if (v & 1) this.control.requestReset();
+      },
+    }, { sizes: 1, name: 'port92' });
+    io.register(0xcf9, 1, {
+      read: () => 0,
+      write: (_o, _s, v) => {
+        if (v & 4) this.control.requestReset();
+      },
+    }, { sizes: 1, name: 'reset-control' });
+  }
+
+  reset(): void {}
+
+  saveState(): VersionedState {
+    return { version: 1, fields: {} };
+  }
+
+  restoreState(): void {}
+}

@@ -1,0 +1,197 @@
+import { StateError } from '../../base/errors.js';
+import type { VersionedState } from '../../base/state.js';
+import type { PortIoBus } from '../../memory/port-io-bus.js';
+import type { CharBackend } from '../char-backend.js';
+import type { Device, IrqLine } from '../device.js';
+
+const IER_RDA = 1, IER_THRE = 2, IER_RLS = 4, IER_MS = 8;
+const LSR_DR = 1, LSR_OE = 2, LSR_THRE = 0x20, LSR_TEMT = 0x40;
+const MCR_OUT2 = 8, MCR_LOOP = 0x10;
+const FIFO_SIZE = 16;
+
+/**
+ * A 16550A UART. Transmission is instantaneous (bytes go straight to the backend and THRE is raised at once).
+ * Received bytes wait in an unbounded queue behind the 16-byte FIFO and move in as the guest reads, so input
+ * that arrives before the guest listens is never dropped. IRQ output is gated by MCR.OUT2, as on PCs.
+ */
+export class Uart16550 implements Device {
+  private ier = 0;
+  private lcr = 0;
+  private mcr = 0;
+  private lsr = LSR_THRE | LSR_TEMT;
+  private msr = 0xb0;
+  private scr = 0;
+  private dll = 12;
+  private dlm = 0;
+  private fcr = 0;
+  private rx: number[] = [];
+  private backlog: number[] = [];
+  /** THRE interrupt pending (cleared by reading IIR while it is the highest source, or writing THR). */
+  private thrIrq = false;
+  private irqLevel = false;
+
+  constructor(
+    readonly id: string,
+    io: PortIoBus,
+    base: number,
+    private readonly irq: IrqLine,
+    private readonly backend: CharBackend,
+  ) {
+    io.register(base, 8, {
+      read: (offset) => this.read(offset),
+      write: (offset, _size, value) => this.write(offset, value & 0xff),
+    }, { sizes: 1, name: id });
+    backend.onInput((bytes) => {
+      for (const b of bytes) this.backlog.push(b);
+      this.refill();
+      this.update();
+    });
+  }
+
+  reset(): void {
+    this.ier = this.lcr = this.mcr = this.scr = this.fcr = 0;
+    this.lsr = LSR_THRE | LSR_TEMT;
+    this.msr = 0xb0;
+    this.dll = 12;
+    this.dlm = 0;
+    this.rx = [];
+    this.thrIrq = false;
+    this.refill();
+    this.update();
+  }
+
+  private get fifoEnabled(): boolean {
+    return (this.fcr & 1) !== 0;
+  }
+
+  /** Moves queued input into the receive buffer while it has room. */
+  private refill(): void {
+    const room = this.fifoEnabled ? FIFO_SIZE : 1;
+    while (this.rx.length < room && this.backlog.length > 0) this.rx.push(this.backlog.shift()!);
+    if (this.rx.length > 0) this.lsr |= LSR_DR;
+  }
+
+  private interruptId(): number {
+    if (this.ier & IER_RLS && this.lsr & LSR_OE) return 0x6;
+    if (this.ier & IER_RDA && this.rx.length > 0) {
+      // With the FIFO, data below the trigger level is reported as a character timeout.
+      const trigger = [1, 4, 8, 14][this.fcr >> 6];
+      return !this.fifoEnabled || this.rx.length >= trigger ? 0x4 : 0xc;
+    }
+    if (this.ier & IER_THRE && this.thrIrq) return 0x2;
+    if (this.ier & IER_MS && this.msr & 0x0f) return 0x0;
+    return 0x1;
+  }
+
+  private update(): void {
+    const level = (this.interruptId() & 1) === 0 && (this.mcr & MCR_OUT2) !== 0;
+    if (level !== this.irqLevel) {
+      this.irqLevel = level;
+      this.irq.set(level);
+    }
+  }
+
+  private read(offset: number): number {
+    const dlab = (this.lcr & 0x80) !== 0;
+    let v = 0;
+    switch (offset) {
+      case 0:
+        if (dlab) return this.dll;
+        v = this.rx.length > 0 ? this.rx.shift()! : 0;
+        if (this.rx.length === 0) this.lsr &= ~LSR_DR;
+        this.refill();
+        break;
+      case 1: return dlab ? this.dlm : this.ier;
+      case 2: {
+        const id = this.interruptId();
+        v = id | (this.fifoEnabled ? 0xc0 : 0);
+        if (id === 0x2) this.thrIrq = false;
+        break;
+      }
+      case 3: return this.lcr;
+      case 4: return this.mcr;
+      case 5:
+        v = this.lsr;
+        this.lsr &= ~LSR_OE;
+        break;
+      case 6:
+        if (this.mcr & MCR_LOOP) {
+          const m = this.mcr;
+          v = ((m & 2) << 3) | ((m & 1) << 5) | ((m & 4) << 4) | ((m & 8) << 4) | (this.msr & 0x0f);
+        } else v = this.msr;
+        this.msr &= 0xf0;
+        break;
+      default: return this.scr;
+    }
+    this.update();
+    return v;
+  }
+
+  private write(offset: number, value: number): void {
+    const dlab = (this.lcr & 0x80) !== 0;
+    switch (offset) {
+      case 0:
+        if (dlab) {
+          this.dll = value;
+          return;
+        }
+        if (this.mcr & MCR_LOOP) {
+          this.backlog.unshift(value);
+          this.refill();
+        } else {
+          this.backend.write(Uint8Array.of(value));
+        }
+        this.lsr |= LSR_THRE | LSR_TEMT;
+        this.thrIrq = true;
+        break;
+      case 1:
+        if (dlab) {
+          this.dlm = value;
+          return;
+        }
+        // Enabling the THRE interrupt while the holding register is empty raises it at once (8250 behaviour
+        // Linux's driver tests for).
+        if (value & IER_THRE && !(this.ier & IER_THRE) && this.lsr & LSR_THRE) this.thrIrq = true;
+        this.ier = value & 0x0f;
+        break;
+      case 2:
+        if (value & 2) {
+          this.rx = [];
+          this.lsr &= ~LSR_DR;
+        }
+        this.fcr = value & 0xc9;
+        this.refill();
+        break;
+      case 3: this.lcr = value; return;
+      case 4: this.mcr = value & 0x1f; break;
+      case 5: return;
+      case 6: return;
+      default: this.scr = value; return;
+    }
+    this.update();
+  }
+
+  saveState(): VersionedState {
+    return {
+      version: 1,
+      fields: {
+        regs: [this.ier, this.lcr, this.mcr, this.lsr, this.msr, this.scr, this.dll, this.dlm, this.fcr],
+        rx: Uint8Array.from(this.rx),
+        backlog: Uint8Array.from(this.backlog),
+        thrIrq: this.thrIrq,
+      },
+    };
+  }
+
+  restoreState(state: VersionedState): void {
+    const f = state?.fields;
+    if (state?.version !== 1 || !Array.isArray(f?.regs) || f.regs.length !== 9 || !(f.rx instanceof Uint8Array) || !(f.backlog instanceof Uint8Array)) {
+      throw new StateError(`${this.id}: bad state`);
+    }
+    [this.ier, this.lcr, this.mcr, this.lsr, this.msr, this.scr, this.dll, this.dlm, this.fcr] = (f.regs as number[]).map((v) => Number(v) & 0xff);
+    this.rx = Array.from(f.rx).slice(0, FIFO_SIZE);
+    this.backlog = Array.from(f.backlog);
+    this.thrIrq = f.thrIrq === true;
+    this.update();
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The typed description of a virtual machine. The command line, the TypeScript API and (later) QMP all
+ * produce one of these; the machine is built from it and from nothing else.
+ */
+
+export type SerialConfig =
+  | { kind: 'stdio' }
+  | { kind: 'file'; path: string }
+  | { kind: 'unix'; path: string; server: boolean; wait: boolean }
+  | { kind: 'none' }
+  /** The console is the API's stream (Machine.console); nothing on the host's terminal. */
+  | { kind: 'api' };
+
+export type Accelerator = 'tcg' | 'kvm';
+
+export interface DriveConfig {
+  file: string;
+  format?: 'raw' | 'qcow' | 'qcow2';
+  interface: 'ide' | 'virtio' | 'none';
+  media: 'disk' | 'cdrom';
+  /** IDE position (0 = primary master ... 3 = secondary slave), when given. */
+  index?: number;
+  readOnly: boolean;
+}
+
+export interface BootConfig {
+  /** Drive letters in order: a/b floppy, c first disk, d CD-ROM, n network. */
+  order: string;
+  menu: boolean;
+}
+
+export interface MachineConfig {
+  machine: 'pc';
+  accel: Accelerator;
+  memoryBytes: number;
+  cpus: number;
+  kernel?: string;
+  initrd?: string;
+  append: string;
+  /** Firmware image used when no kernel is given (SeaBIOS). */
+  bios?: string;
+  acpi: boolean;
+  /** A guest reboot ends tsvm instead of restarting the machine. */
+  noReboot: boolean;
+  /** Serial ports in order: COM1, COM2... */
+  serials: SerialConfig[];
+  /** Where the Bochs/QEMU debug console (port 0x402) goes; undefined = nowhere. */
+  debugcon?: SerialConfig;
+  drives: DriveConfig[];
+  boot: BootConfig;
+  vnc?: string;
+  name?: string;
+  pidfile?: string;
+  /** Start with the CPU stopped (-S). */
+  startPaused: boolean;
+}
+
+export const DEFAULT_MEMORY_BYTES = 128 * 2 ** 20;
+/** The emulated CPU addresses guest RAM with 32-bit signed indexes; this bound keeps RAM below the PCI hole. */
+export const MAX_MEMORY_BYTES = 2047 * 2 ** 20;
+
+export function defaultMachineConfig(): MachineConfig {
+  return {
+    machine: 'pc',
+    accel: 'tcg',
+    memoryBytes: DEFAULT_MEMORY_BYTES,
+    cpus: 1,
+    append: '',
+    acpi: true,
+    noReboot: false,
+    serials: [{ kind: 'stdio' }],
+    drives: [],
+    boot: { order: 'cdn', menu: false },
+    startPaused: false,
+  };
+}

@@ -1,0 +1,143 @@
+import { readFileSync } from 'node:fs';
+import { VirtualClock } from '../base/clock.js';
+import { TsvmError, errorMessage } from '../base/errors.js';
+import type { VersionedState } from '../base/state.js';
+import { parseBzImage } from '../boot/bzimage.js';
+import { loadLinux } from '../boot/linux-loader.js';
+import { X86Cpu } from '../cpu/x86/cpu.js';
+import type { X86Registers } from '../cpu/x86/registers.js';
+import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
+import type { CharBackend } from '../devices/char-backend.js';
+import type { Device } from '../devices/device.js';
+import { I8042 } from '../devices/isa/i8042.js';
+import { Mc146818Rtc } from '../devices/isa/mc146818-rtc.js';
+import { DualPic8259 } from '../devices/isa/pic8259.js';
+import { Pit8254 } from '../devices/isa/pit8254.js';
+import { SystemPorts } from '../devices/isa/port92.js';
+import { Uart16550 } from '../devices/isa/uart16550.js';
+import type { SystemControl } from '../devices/system-control.js';
+import { TimerQueue } from '../devices/timer-queue.js';
+import { GuestRam } from '../memory/guest-ram.js';
+import { PhysicalMemory } from '../memory/physical-memory.js';
+import { PortIoBus } from '../memory/port-io-bus.js';
+import type { MachineConfig } from './config.js';
+
+/** COM1..COM4 port bases and IRQs. */
+const SERIAL_PORTS: [number, number][] = [[0x3f8, 4], [0x2f8, 3], [0x3e8, 4], [0x2e8, 3]];
+
+export interface PcMachineHost extends SystemControl {
+  /** Backends for the serial ports in config order (missing ones get a null backend). */
+  serials: CharBackend[];
+  debugcon?: CharBackend;
+  /** An interrupt may have made a halted CPU runnable. */
+  wake(): void;
+}
+
+/**
+ * QEMU's `pc` machine as far as built: RAM, the emulated CPU, the ISA platform devices (8259 pair, 8254 with
+ * port 0x61, CMOS RTC, 16550 UARTs, i8042, port 0x92/0xCF9), PIIX4 ACPI power management, and direct Linux
+ * boot. This is the only module that knows every device and how they are wired.
+ */
+export class PcMachine {
+  readonly clock = new VirtualClock();
+  readonly timers = new TimerQueue(this.clock);
+  readonly ram: GuestRam;
+  readonly memory: PhysicalMemory;
+  readonly io = new PortIoBus();
+  readonly cpu: X86Cpu;
+  readonly pic: DualPic8259;
+  readonly pm: Piix4Pm;
+  readonly rtc: Mc146818Rtc;
+  private readonly devices: Device[] = [];
+  private readonly kernel: Uint8Array | null;
+  private readonly initrd: Uint8Array | undefined;
+
+  constructor(readonly config: MachineConfig, host: PcMachineHost) {
+    this.kernel = config.kernel ? readImage('kernel', config.kernel) : null;
+    this.initrd = config.initrd ? readImage('initrd', config.initrd) : undefined;
+    if (!this.kernel) throw new TsvmError('booting from firmware (SeaBIOS) is not supported yet: give -kernel');
+    this.ram = new GuestRam(config.memoryBytes);
+    this.memory = new PhysicalMemory(this.ram);
+    // The CPU's INTR pin is driven by the PIC, which needs the CPU: connect through a forwarding pin.
+    let cpu: X86Cpu | null = null;
+    const intr = { setIntr: (level: boolean) => { cpu?.setIntr(level); if (level) host.wake(); } };
+    this.pic = new DualPic8259(this.io, intr);
+    cpu = this.cpu = new X86Cpu({
+      memory: this.memory,
+      io: this.io,
+      interrupts: this.pic,
+      clock: this.clock,
+      onFerr: (level) => this.pic.setIrq(13, level),
+    });
+    const irq = (n: number) => this.pic.irqLine(n);
+    this.devices.push(this.pic, new Pit8254(this.io, irq(0), this.timers));
+    this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers);
+    this.devices.push(this.rtc);
+    config.serials.forEach((_, i) => {
+      if (i >= SERIAL_PORTS.length) throw new TsvmError(`too many serial ports (at most ${SERIAL_PORTS.length})`);
+      const [base, line] = SERIAL_PORTS[i];
+      this.devices.push(new Uart16550(`serial${i}`, this.io, base, irq(line), host.serials[i]));
+    });
+    this.devices.push(new I8042(this.io, this.memory, irq(1), irq(12), host));
+    this.devices.push(new SystemPorts(this.io, this.memory, host));
+    this.pm = new Piix4Pm(this.io, irq(9), this.timers, host);
+    this.devices.push(this.pm);
+    if (host.debugcon) {
+      const sink = host.debugcon;
+      this.io.register(0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
+    }
+    this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
+    this.fillCmos();
+    this.boot();
+  }
+
+  /** CMOS memory-size entries, as firmware and old kernels read them. */
+  private fillCmos(): void {
+    const kib = this.config.memoryBytes / 1024;
+    const extendedKib = Math.min(Math.max(kib - 1024, 0), 0xffff);
+    this.rtc.setNvram(0x15, 640 & 0xff);
+    this.rtc.setNvram(0x16, 640 >> 8);
+    this.rtc.setNvram(0x17, extendedKib & 0xff);
+    this.rtc.setNvram(0x18, extendedKib >> 8);
+    this.rtc.setNvram(0x30, extendedKib & 0xff);
+    this.rtc.setNvram(0x31, extendedKib >> 8);
+    const above16m = Math.min(Math.max(this.config.memoryBytes - 16 * 2 ** 20, 0) / 65536, 0xffff);
+    this.rtc.setNvram(0x34, above16m & 0xff);
+    this.rtc.setNvram(0x35, above16m >> 8);
+    this.rtc.setNvram(0x14, 0x06); // equipment: VGA, FPU
+  }
+
+  /** Puts the boot payload into memory and sets the CPU's starting registers. */
+  private boot(): void {
+    const kernel = parseBzImage(this.config.kernel!, this.kernel!);
+    const registers: X86Registers = loadLinux(this.memory, {
+      kernel,
+      initrd: this.initrd,
+      commandLine: this.config.append,
+      acpi: this.config.acpi,
+    });
+    this.cpu.setRegisters(registers);
+  }
+
+  /** System reset: devices and CPU to power-on state, then boot again. */
+  reset(): void {
+    this.memory.setA20(true);
+    for (const d of this.devices) d.reset();
+    this.cpu.reset();
+    this.boot();
+  }
+
+  saveDeviceStates(): Record<string, VersionedState> {
+    const out: Record<string, VersionedState> = { [this.cpu.id]: this.cpu.saveState() };
+    for (const d of this.devices) out[d.id] = d.saveState();
+    return out;
+  }
+}
+
+function readImage(what: string, path: string): Uint8Array {
+  try {
+    return new Uint8Array(readFileSync(path));
+  } catch (e) {
+    throw new TsvmError(`could not load ${what} '${path}': ${errorMessage(e).replace(/^[A-Z]+: /, '')}`);
+  }
+}
