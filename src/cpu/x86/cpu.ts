@@ -20,6 +20,10 @@ export interface X86CpuOptions {
 
 export type CpuStopReason = 'none' | 'halt' | 'exit-request' | 'triple-fault';
 
+/** Prefix bytes: segment overrides, operand/address size, LOCK, REP/REPNE. */
+const IS_PREFIX = new Uint8Array(256);
+for (const p of [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3]) IS_PREFIX[p] = 1;
+
 /** Index of LDTR and TR in the segment arrays, after the six segment registers. */
 const LDTR = 6, TR = 7;
 /** TLB entry bits: bit 0 supervisor access allowed, bit 1 user access allowed; the page address above. */
@@ -56,6 +60,8 @@ export class X86Cpu implements Stateful, IntrPin {
   private readonly segHi = new Float64Array(8);
   /** Bit 0: readable, bit 1: writable (for data accesses through this register). */
   private readonly segAccess = new Uint8Array(8);
+  /** 1 when base 0, limit 4 GiB, expand-up, readable and writable: no check can fail, the offset is linear. */
+  private readonly segFlat = new Uint8Array(8);
 
   gdtBase = 0;
   gdtLimit = 0;
@@ -89,6 +95,8 @@ export class X86Cpu implements Stateful, IntrPin {
   private eaOff = 0;
 
   private readonly ram: Uint8Array;
+  /** The same RAM as 32-bit words (little-endian host) for aligned accesses. */
+  private readonly ram32: Int32Array;
   private readonly ramSize: number;
   private readonly tlbRead = new Int32Array(1 << 20);
   private readonly tlbWrite = new Int32Array(1 << 20);
@@ -97,8 +105,10 @@ export class X86Cpu implements Stateful, IntrPin {
   /** TLB_USER at CPL 3, else TLB_SUPERVISOR. */
   private accessMask = TLB_SUPERVISOR;
   private a20Mask = -1;
-  private fetchPageLin = -1;
-  private fetchPagePhys = -1;
+  /** EIP values [fetchEipLo, fetchEipHi) are in the cached code page; RAM index = fetchDelta + EIP. */
+  private fetchEipLo = 0;
+  private fetchEipHi = 0;
+  private fetchDelta = 0;
 
   halted = false;
   stopReason: CpuStopReason = 'none';
@@ -108,6 +118,8 @@ export class X86Cpu implements Stateful, IntrPin {
   private nmiBlocked = false;
   /** Interrupts are inhibited for one instruction after STI, MOV SS and POP SS. */
   private interruptShadow = false;
+  /** Set whenever the run loop must look at events before the next instruction (see serviceEvents). */
+  private attention = false;
   instructionCount = 0;
   private tscOffset = 0;
   private sysenterCs = 0;
@@ -130,6 +142,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.clock = options.clock;
     this.onFerr = options.onFerr ?? (() => {});
     this.ram = options.memory.ram.bytes;
+    this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
     this.ramSize = options.memory.ramSize;
     this.fpu = new X87(this);
     options.memory.onA20Change(() => {
@@ -233,7 +246,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.cs32 = (this.segAttr[CS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
     this.ss32 = (this.segAttr[SS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
     this.accessMask = this.cpl === 3 ? TLB_USER : TLB_SUPERVISOR;
-    this.fetchPageLin = -1;
+    this.invalidateFetch();
   }
 
   /** Loads a segment register's hidden part and derives the checks its accesses need. */
@@ -250,6 +263,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.segLo[seg] = 1;
       this.segHi[seg] = 0;
       this.segAccess[seg] = 0;
+      this.segFlat[seg] = 0;
       return;
     }
     if (!isCode && (type & 4)) {
@@ -261,7 +275,8 @@ export class X86Cpu implements Stateful, IntrPin {
       this.segHi[seg] = limit >>> 0;
     }
     this.segAccess[seg] = isCode ? (type & 2 ? 1 : 0) : type & 2 ? 3 : 1;
-    if (seg === CS) this.fetchPageLin = -1;
+    this.segFlat[seg] = base === 0 && this.segLo[seg] === 0 && this.segHi[seg] === 0xffffffff && this.segAccess[seg] === 3 ? 1 : 0;
+    if (seg === CS) this.invalidateFetch();
   }
 
   /** Real-mode and v8086 segment load: base = selector * 16, limit kept 64 KiB, data read/write. */
@@ -411,13 +426,13 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     this.tlbCount = 0;
-    this.fetchPageLin = -1;
+    this.invalidateFetch();
   }
 
   private invalidatePage(linear: number): void {
     this.tlbRead[linear >>> 12] = 0;
     this.tlbWrite[linear >>> 12] = 0;
-    this.fetchPageLin = -1;
+    this.invalidateFetch();
   }
 
   private physRead32(addr: number): number {
@@ -530,6 +545,7 @@ export class X86Cpu implements Stateful, IntrPin {
     const e = this.tlbRead[lin >>> 12];
     if ((e & this.accessMask) === this.accessMask && (lin & 0xfff) <= 0xffc) {
       const i = (e & PAGE_MASK) | (lin & 0xfff);
+      if ((i & 3) === 0) return this.ram32[i >> 2];
       const m = this.ram;
       return m[i] | (m[i + 1] << 8) | (m[i + 2] << 16) | (m[i + 3] << 24);
     }
@@ -560,6 +576,10 @@ export class X86Cpu implements Stateful, IntrPin {
     const e = this.tlbWrite[lin >>> 12];
     if ((e & this.accessMask) === this.accessMask && (lin & 0xfff) <= 0xffc) {
       const i = (e & PAGE_MASK) | (lin & 0xfff);
+      if ((i & 3) === 0) {
+        this.ram32[i >> 2] = v;
+        return;
+      }
       const m = this.ram;
       m[i] = v;
       m[i + 1] = v >> 8;
@@ -608,57 +628,34 @@ export class X86Cpu implements Stateful, IntrPin {
     if ((lin & 0xfff) > 0x1000 - size) this.translate((lin + size - 1) | 0, true, user);
   }
 
-  /** Supervisor-privilege accesses (descriptor tables, TSS, IDT), whatever the CPL. */
-  private sysRead32(lin: number): number {
-    const saved = this.accessMask;
+  /** Runs memory accesses with supervisor privilege (descriptor tables, TSS, IDT), whatever the CPL. */
+  private asSupervisor<T>(access: () => T): T {
+    const savedMask = this.accessMask;
     const savedCpl = this.cpl;
     this.accessMask = TLB_SUPERVISOR;
     this.cpl = 0;
     try {
-      return this.rd32(lin);
+      return access();
     } finally {
-      this.accessMask = saved;
+      this.accessMask = savedMask;
       this.cpl = savedCpl;
     }
+  }
+
+  private sysRead32(lin: number): number {
+    return this.asSupervisor(() => this.rd32(lin));
   }
 
   private sysRead16(lin: number): number {
-    const saved = this.accessMask;
-    const savedCpl = this.cpl;
-    this.accessMask = TLB_SUPERVISOR;
-    this.cpl = 0;
-    try {
-      return this.rd16(lin);
-    } finally {
-      this.accessMask = saved;
-      this.cpl = savedCpl;
-    }
+    return this.asSupervisor(() => this.rd16(lin));
   }
 
   private sysWrite32(lin: number, v: number): void {
-    const saved = this.accessMask;
-    const savedCpl = this.cpl;
-    this.accessMask = TLB_SUPERVISOR;
-    this.cpl = 0;
-    try {
-      this.wr32(lin, v);
-    } finally {
-      this.accessMask = saved;
-      this.cpl = savedCpl;
-    }
+    this.asSupervisor(() => this.wr32(lin, v));
   }
 
   private sysWrite16(lin: number, v: number): void {
-    const saved = this.accessMask;
-    const savedCpl = this.cpl;
-    this.accessMask = TLB_SUPERVISOR;
-    this.cpl = 0;
-    try {
-      this.wr16(lin, v);
-    } finally {
-      this.accessMask = saved;
-      this.cpl = savedCpl;
-    }
+    this.asSupervisor(() => this.wr16(lin, v));
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -670,12 +667,14 @@ export class X86Cpu implements Stateful, IntrPin {
 
   /** Linear address of a data read of `size` bytes at seg:off. */
   segRead(seg: number, off: number, size: number): number {
+    if (this.segFlat[seg] !== 0) return off;
     const o = off >>> 0;
     if (o < this.segLo[seg] || o + size - 1 > this.segHi[seg] || (this.segAccess[seg] & 1) === 0) this.segFault(seg);
     return (this.segBase[seg] + off) | 0;
   }
 
   segWrite(seg: number, off: number, size: number): number {
+    if (this.segFlat[seg] !== 0) return off;
     const o = off >>> 0;
     if (o < this.segLo[seg] || o + size - 1 > this.segHi[seg] || (this.segAccess[seg] & 2) === 0) this.segFault(seg);
     return (this.segBase[seg] + off) | 0;
@@ -686,23 +685,44 @@ export class X86Cpu implements Stateful, IntrPin {
 
   private fetch8(): number {
     const eip = this.eip;
-    if (eip >>> 0 > this.segLimit[CS]) this.gp(0);
-    const lin = (this.segBase[CS] + eip) | 0;
-    this.eip = (eip + 1) | 0;
-    if ((lin & PAGE_MASK) === this.fetchPageLin) return this.ram[this.fetchPagePhys | (lin & 0xfff)];
-    return this.fetchSlow(lin);
+    if (eip >= this.fetchEipLo && eip < this.fetchEipHi) {
+      this.eip = eip + 1;
+      return this.ram[this.fetchDelta + eip];
+    }
+    return this.fetchSlow();
   }
 
-  private fetchSlow(lin: number): number {
+  /**
+   * Translates EIP's page and caches the range of EIP values that stay inside it (and inside CS's limit), so
+   * the next fetches are one compare and a RAM read. EIP is kept as a signed 32-bit value; ranges are
+   * computed unsigned and stored so that the signed compare in fetch8 holds.
+   */
+  private fetchSlow(): number {
+    const eip = this.eip;
+    if (eip >>> 0 > this.segLimit[CS]) this.gp(0);
+    const lin = (this.segBase[CS] + eip) | 0;
     const p = this.translate(lin, false, this.cpl === 3);
+    this.eip = (eip + 1) | 0;
     const page = p & PAGE_MASK;
-    if (this.memory.isDirectRam(page >>> 0)) {
-      this.fetchPageLin = lin & PAGE_MASK;
-      this.fetchPagePhys = page;
-      return this.ram[p];
+    if (!this.memory.isDirectRam(page >>> 0)) {
+      this.invalidateFetch();
+      return this.memory.read(p >>> 0, 1);
     }
-    this.fetchPageLin = -1;
-    return this.memory.read(p >>> 0, 1);
+    const startU = (eip >>> 0) - (lin & 0xfff);
+    const endU = Math.min(startU + 4096, this.segLimit[CS] + 1);
+    const lo = startU | 0;
+    let hi: number;
+    if (startU < 0x80000000) hi = endU > 0x7fffffff ? 0x7fffffff : endU;
+    else hi = endU >= 0x100000000 ? 0 : endU | 0;
+    this.fetchEipLo = lo;
+    this.fetchEipHi = hi;
+    this.fetchDelta = page - lo;
+    return this.ram[p];
+  }
+
+  private invalidateFetch(): void {
+    this.fetchEipLo = 0;
+    this.fetchEipHi = 0;
   }
 
   private fetch16(): number {
@@ -1208,13 +1228,19 @@ export class X86Cpu implements Stateful, IntrPin {
   /** Executes one instruction (prefixes included). Faults propagate as FAULT. */
   private step(): void {
     this.instrStart = this.eip;
-    this.o32 = this.cs32;
-    this.a32 = this.cs32;
+    let op = this.fetch8();
+    if (IS_PREFIX[op] === 0) {
+      this.o32 = this.a32 = this.cs32;
+      this.segOverride = -1;
+      this.rep = 0;
+      this.execute(op);
+      return;
+    }
+    this.o32 = this.a32 = this.cs32;
     this.segOverride = -1;
     this.rep = 0;
-    let op = this.fetch8();
     // Prefixes (at most 15 bytes per instruction in all).
-    for (let n = 0; ; n++) {
+    for (let n = 0; IS_PREFIX[op] !== 0; n++) {
       if (n > 14) this.gp(0);
       switch (op) {
         case 0x26: this.segOverride = ES; break;
@@ -1225,13 +1251,13 @@ export class X86Cpu implements Stateful, IntrPin {
         case 0x65: this.segOverride = GS; break;
         case 0x66: this.o32 = !this.cs32; break;
         case 0x67: this.a32 = !this.cs32; break;
-        case 0xf0: break;
         case 0xf2: this.rep = 2; break;
         case 0xf3: this.rep = 1; break;
-        default: this.execute(op); return;
+        default: break; // LOCK
       }
       op = this.fetch8();
     }
+    this.execute(op);
   }
 
   private execute(op: number): void {
@@ -1299,7 +1325,7 @@ export class X86Cpu implements Stateful, IntrPin {
       case 0x0e: this.pushv(this.segSel[CS]); return;
       case 0x0f: this.execute0f(this.fetch8()); return;
       case 0x16: this.pushv(this.segSel[SS]); return;
-      case 0x17: this.popSegment(SS); this.interruptShadow = true; return;
+      case 0x17: this.popSegment(SS); this.interruptShadow = this.attention = true; return;
       case 0x1e: this.pushv(this.segSel[DS]); return;
       case 0x1f: this.popSegment(DS); return;
       case 0x27: this.daa(); return;
@@ -1462,7 +1488,7 @@ export class X86Cpu implements Stateful, IntrPin {
         const seg = (modrm >> 3) & 7;
         if (seg === CS || seg > 5) this.ud();
         this.loadSegment(seg, this.readRM16(modrm));
-        if (seg === SS) this.interruptShadow = true;
+        if (seg === SS) this.interruptShadow = this.attention = true;
         return;
       }
       case 0x8f: {
@@ -1634,7 +1660,7 @@ export class X86Cpu implements Stateful, IntrPin {
       case 0xf1: this.softwareInterrupt(1, true); return;
       case 0xf4:
         if (this.cpl !== 0) this.gp(0);
-        this.halted = true;
+        this.halted = this.attention = true;
         return;
       case 0xf5: this.setStatusFlags(CF, this.getCF() ? 0 : CF); return;
       case 0xf6: this.group3(8); return;
@@ -1647,7 +1673,7 @@ export class X86Cpu implements Stateful, IntrPin {
         return;
       case 0xfb:
         if (!this.iopOk()) this.gp(0);
-        if ((this.flags & IF) === 0) this.interruptShadow = true;
+        if ((this.flags & IF) === 0) this.interruptShadow = this.attention = true;
         this.flags |= IF;
         return;
       case 0xfc: this.flags &= ~DF; return;
@@ -1834,37 +1860,29 @@ export class X86Cpu implements Stateful, IntrPin {
     }
   }
 
+  /** DAA and DAS (SDM pseudo-code): adjust AL after BCD addition or subtraction. */
   private daa(): void {
-    const al = this.regs[0] & 0xff;
-    const cf = this.getCF();
-    const af = this.lazy & AF ? this.lazyAF() : (this.flags & AF) !== 0;
-    let r = al;
-    let newAf = false, newCf = false;
-    if ((al & 0xf) > 9 || af) {
-      r += 6;
-      newAf = true;
-    }
-    if (al > 0x99 || cf) {
-      r += 0x60;
-      newCf = true;
-    }
-    r &= 0xff;
-    this.setReg8(0, r);
-    this.setStatusFlags(CF | AF | ZF | SF | PF | OF, (newCf ? CF : 0) | (newAf ? AF : 0) | (r === 0 ? ZF : 0) | (r & 0x80 ? SF : 0) | PARITY[r]);
+    this.decimalAdjust(1);
   }
 
   private das(): void {
-    const al = this.regs[0] & 0xff;
-    const cf = this.getCF();
+    this.decimalAdjust(-1);
+  }
+
+  private decimalAdjust(sign: number): void {
+    const oldAl = this.regs[0] & 0xff;
+    const oldCf = this.getCF();
     const af = this.lazy & AF ? this.lazyAF() : (this.flags & AF) !== 0;
-    let r = al;
-    let newAf = false, newCf = false;
-    if ((al & 0xf) > 9 || af) {
-      r -= 6;
+    let r = oldAl;
+    let newAf = false;
+    let newCf = false;
+    if ((oldAl & 0xf) > 9 || af) {
+      r += 6 * sign;
+      newCf = oldCf !== 0 || r > 0xff || r < 0;
       newAf = true;
     }
-    if (al > 0x99 || cf) {
-      r -= 0x60;
+    if (oldAl > 0x99 || oldCf) {
+      r += 0x60 * sign;
       newCf = true;
     }
     r &= 0xff;
@@ -2936,7 +2954,7 @@ export class X86Cpu implements Stateful, IntrPin {
         const second = FAULT.vector;
         if (v === DF_VECTOR) {
           this.stopReason = 'triple-fault';
-          this.exitRequested = true;
+          this.exitRequested = this.attention = true;
           return;
         }
         const firstContributory = isContributory(v);
@@ -3280,60 +3298,78 @@ export class X86Cpu implements Stateful, IntrPin {
 
   setIntr(level: boolean): void {
     this.intrLine = level;
-    if (level && (this.flags & IF) !== 0) this.halted = false;
+    if (level) {
+      this.attention = true;
+      if ((this.flags & IF) !== 0) this.halted = false;
+    }
   }
 
   raiseNmi(): void {
     this.nmiPending = true;
     this.halted = false;
+    this.attention = true;
   }
 
   requestExit(): void {
     this.exitRequested = true;
+    this.attention = true;
   }
 
   /** Runs up to `maxInstructions`; see the class comment. Returns the number executed. */
   run(maxInstructions: number): number {
     this.stopReason = 'none';
     this.exitRequested = false;
+    this.attention = true;
     let n = 0;
     while (n < maxInstructions) {
       try {
         while (n < maxInstructions) {
-          if (this.interruptShadow) {
-            this.interruptShadow = false;
-          } else if (this.nmiPending && !this.nmiBlocked) {
-            this.nmiPending = false;
-            this.externalInterrupt(2);
-          } else if (this.intrLine && (this.flags & IF) !== 0) {
-            this.externalInterrupt(this.interrupts.acknowledge() & 0xff);
-          }
-          if (this.halted) {
-            this.stopReason = 'halt';
+          if (this.attention && this.serviceEvents()) {
             this.instructionCount += n;
             return n;
           }
           this.step();
           n++;
-          if (this.exitRequested) {
-            if (this.stopReason === 'none') this.stopReason = 'exit-request';
-            this.instructionCount += n;
-            return n;
-          }
         }
       } catch (e) {
         if (e !== FAULT) throw e;
         this.eip = this.instrStart;
         this.raiseException(FAULT.vector, FAULT.errorCode);
         n++;
-        if (this.exitRequested) {
-          this.instructionCount += n;
-          return n;
-        }
+        this.attention = true;
       }
     }
     this.instructionCount += n;
     return n;
+  }
+
+  /**
+   * Between instructions, when something may need attention: interrupt shadow, NMI, INTR, HLT, exit
+   * requests. Returns true when run() must return. Clears `attention` once nothing is left to watch.
+   */
+  private serviceEvents(): boolean {
+    if (this.exitRequested) {
+      if (this.stopReason === 'none') this.stopReason = 'exit-request';
+      return true;
+    }
+    if (this.interruptShadow) {
+      this.interruptShadow = false;
+      // Look again before the instruction after the shadowed one.
+      return false;
+    }
+    if (this.nmiPending && !this.nmiBlocked) {
+      this.nmiPending = false;
+      this.externalInterrupt(2);
+    } else if (this.intrLine && (this.flags & IF) !== 0) {
+      this.externalInterrupt(this.interrupts.acknowledge() & 0xff);
+    }
+    if (this.halted) {
+      this.stopReason = 'halt';
+      return true;
+    }
+    // A pending INTR stays interesting while IF is clear (STI, POPF, IRET may set it without telling us).
+    this.attention = this.intrLine || this.nmiPending || this.exitRequested;
+    return false;
   }
 
   // ---------------------------------------------------------------------------------------------------

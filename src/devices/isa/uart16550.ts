@@ -8,6 +8,8 @@ const IER_RDA = 1, IER_THRE = 2, IER_RLS = 4, IER_MS = 8;
 const LSR_DR = 1, LSR_OE = 2, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MCR_OUT2 = 8, MCR_LOOP = 0x10;
 const FIFO_SIZE = 16;
+/** LSR reads with input waiting after which a guest that never enables the RX interrupt counts as polling. */
+const POLLS_BEFORE_INPUT = 64;
 
 /**
  * A 16550A UART. Transmission is instantaneous (bytes go straight to the backend and THRE is raised at once).
@@ -26,6 +28,13 @@ export class Uart16550 implements Device {
   private fcr = 0;
   private rx: number[] = [];
   private backlog: number[] = [];
+  /**
+   * Queued input only enters the receiver once the guest is reading: when it enables the receive interrupt,
+   * or polls LSR as a polling driver does. Drivers read and discard the receiver while they initialize it
+   * (Linux's 8250 startup does so twice); bytes typed ahead must not be eaten then.
+   */
+  private guestReading = false;
+  private emptyPolls = 0;
   /** THRE interrupt pending (cleared by reading IIR while it is the highest source, or writing THR). */
   private thrIrq = false;
   private irqLevel = false;
@@ -56,7 +65,8 @@ export class Uart16550 implements Device {
     this.dlm = 0;
     this.rx = [];
     this.thrIrq = false;
-    this.refill();
+    this.guestReading = false;
+    this.emptyPolls = 0;
     this.update();
   }
 
@@ -66,6 +76,7 @@ export class Uart16550 implements Device {
 
   /** Moves queued input into the receive buffer while it has room. */
   private refill(): void {
+    if (!this.guestReading) return;
     const room = this.fifoEnabled ? FIFO_SIZE : 1;
     while (this.rx.length < room && this.backlog.length > 0) this.rx.push(this.backlog.shift()!);
     if (this.rx.length > 0) this.lsr |= LSR_DR;
@@ -111,6 +122,10 @@ export class Uart16550 implements Device {
       case 3: return this.lcr;
       case 4: return this.mcr;
       case 5:
+        if (!this.guestReading && this.backlog.length > 0 && ++this.emptyPolls >= POLLS_BEFORE_INPUT) {
+          this.guestReading = true;
+          this.refill();
+        }
         v = this.lsr;
         this.lsr &= ~LSR_OE;
         break;
@@ -136,8 +151,9 @@ export class Uart16550 implements Device {
           return;
         }
         if (this.mcr & MCR_LOOP) {
-          this.backlog.unshift(value);
-          this.refill();
+          if (this.rx.length < (this.fifoEnabled ? FIFO_SIZE : 1)) this.rx.push(value);
+          else this.lsr |= LSR_OE;
+          this.lsr |= LSR_DR;
         } else {
           this.backend.write(Uint8Array.of(value));
         }
@@ -153,6 +169,10 @@ export class Uart16550 implements Device {
         // Linux's driver tests for).
         if (value & IER_THRE && !(this.ier & IER_THRE) && this.lsr & LSR_THRE) this.thrIrq = true;
         this.ier = value & 0x0f;
+        if (this.ier & IER_RDA && !this.guestReading) {
+          this.guestReading = true;
+          this.refill();
+        }
         break;
       case 2:
         if (value & 2) {
@@ -179,6 +199,7 @@ export class Uart16550 implements Device {
         rx: Uint8Array.from(this.rx),
         backlog: Uint8Array.from(this.backlog),
         thrIrq: this.thrIrq,
+        guestReading: this.guestReading,
       },
     };
   }
@@ -192,6 +213,7 @@ export class Uart16550 implements Device {
     this.rx = Array.from(f.rx).slice(0, FIFO_SIZE);
     this.backlog = Array.from(f.backlog);
     this.thrIrq = f.thrIrq === true;
+    this.guestReading = f.guestReading === true;
     this.update();
   }
 }

@@ -1,0 +1,32 @@
+import { fileURLToPath } from 'node:url';
+import { ensureDefaultGuest } from '../src/guest/default-guest.js';
+import { type BootTiming, timeProcessBoot, timeQemuBoot, timeV86Boot } from './boot-peers.js';
+import { measureMips } from './mips.js';
+
+/**
+ * Boot benchmark: the default guest with tsvm.bench=1 (it powers off right after its ready line) on tsvm,
+ * QEMU's software CPU and v86, from one run; then guest MIPS of the emulated CPU on a CPU-bound loop.
+ */
+const TIMEOUT_MS = Number(process.env.TSVM_BENCH_TIMEOUT_MS ?? 15 * 60_000);
+
+const guest = await ensureDefaultGuest({ onProgress: (l) => process.stderr.write(`tsvm-guest: ${l}\n`) });
+const cmdline = `${guest.cmdline} tsvm.bench=1`;
+const tsvmCli = fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url));
+const results: [string, BootTiming][] = [];
+process.stderr.write('booting with QEMU (tcg)...\n');
+results.push(['qemu-system-i386 -accel tcg', await timeQemuBoot(guest.kernel, guest.initrd, cmdline, TIMEOUT_MS)]);
+process.stderr.write('booting with v86...\n');
+results.push(['v86', await timeV86Boot(guest.kernel, guest.initrd, cmdline, TIMEOUT_MS).catch((e) => ({ readyMs: NaN, exitMs: NaN, note: String(e) }))]);
+process.stderr.write('booting with tsvm...\n');
+results.push(['tsvm -accel tcg', await timeProcessBoot(process.execPath, [tsvmCli, '-m', '256', '-kernel', guest.kernel, '-initrd', guest.initrd,
+  '-append', cmdline, '-nographic'], TIMEOUT_MS)]);
+
+const s = (ms: number) => (Number.isNaN(ms) ? 'n/a' : (ms / 1000).toFixed(1) + ' s');
+const tsvm = results[2][1];
+const ratio = (base: number, other: number) => (Number.isNaN(base) || Number.isNaN(other) ? 'n/a' : (base / other).toFixed(2) + 'x');
+console.log(`\nBoot of the default guest (${guest.kernelVersion}, -m 256, ${cmdline}) to "tsvm-guest: ready" and to exit after poweroff:\n`);
+console.log('| emulator | ready | exit | tsvm / this (exit) |');
+console.log('|---|---|---|---|');
+for (const [name, t] of results) console.log(`| ${name} | ${s(t.readyMs)} | ${s(t.exitMs)}${t.note ? ` (${t.note})` : ''} | ${ratio(tsvm.exitMs, t.exitMs)} |`);
+const mips = measureMips(3000);
+console.log(`\nGuest MIPS of the emulated CPU on a CPU-bound integer loop: ${mips.toFixed(1)}`);

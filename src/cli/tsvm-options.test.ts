@@ -1,0 +1,39 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseKeyValueList, parseSize } from './qemu-args.js';
+import { parseTsvmArgs } from './tsvm-options.js';
+
+test('QEMU spelling: options, key=value lists with escaped commas, sizes', () => {
+  const inv = parseTsvmArgs(['-M', 'pc', '-m', '1G', '-kernel', 'k', '-append', 'console=ttyS0', '-nographic', '-no-reboot',
+    '-serial', 'unix:/tmp/s,,x,server,nowait', '-serial', 'file:/tmp/log', '-accel', 'tcg', '-name', 'vm1', '-S']);
+  assert.equal(inv.action, 'run');
+  assert.equal(inv.config.memoryBytes, 2 ** 30);
+  assert.equal(inv.config.noReboot, true);
+  assert.equal(inv.config.startPaused, true);
+  assert.deepEqual(inv.config.serials, [{ kind: 'unix', path: '/tmp/s,x', server: true, wait: false }, { kind: 'file', path: '/tmp/log' }]);
+  assert.equal(inv.useDefaultGuest, false);
+  assert.deepEqual(parseKeyValueList('file=a,,b,format=raw,readonly'), [['file', 'a,b'], ['format', 'raw'], ['readonly', 'on']]);
+  assert.equal(parseSize('256', 2 ** 20), 256 * 2 ** 20);
+  assert.equal(parseSize('2k', 1), 2048);
+  assert.equal(parseSize('x', 1), null);
+  assert.equal(parseTsvmArgs([]).useDefaultGuest, true);
+  assert.equal(parseTsvmArgs(['-h']).action, 'help');
+});
+
+test('bad options are one-line errors naming the option', () => {
+  const cases: [string[], RegExp][] = [
+    [['-bogus'], /^-bogus: invalid option$/],
+    [['-m'], /^-m: requires an argument$/],
+    [['-m', 'lots'], /^-m lots: invalid memory size$/],
+    [['-m', '0'], /^-m 0: invalid memory size$/],
+    [['-m', '100G'], /^-m 100G: at most/],
+    [['-smp', '2'], /^-smp 2: only 1 CPU/],
+    [['-M', 'q35'], /^-machine q35: unsupported machine type/],
+    [['-accel', 'hax'], /^-accel hax: invalid accelerator/],
+    [['-serial', 'tcp:1'], /^-serial tcp:1: unsupported character device/],
+    [['-initrd', 'x'], /^-initrd requires -kernel$/],
+  ];
+  for (const [argv, message] of cases) {
+    assert.throws(() => parseTsvmArgs(argv), (e: Error) => message.test(e.message) && !e.message.includes('\n'), argv.join(' '));
+  }
+});

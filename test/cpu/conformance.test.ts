@@ -1,0 +1,203 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HAVE_BINUTILS } from '../../src/cpu/x86/testing/assemble.js';
+import { buildProgram, runEmulated, runNative } from './user-program.js';
+
+/**
+ * The host CPU is the oracle: each program is assembled at test time, run natively and on the emulated CPU,
+ * and must print the same lines. Flags the Intel SDM leaves undefined for an instruction are masked out
+ * (the host may be Intel or AMD), and each case says which.
+ */
+const CF = 0x1, PF = 0x4, AF = 0x10, ZF = 0x40, SF = 0x80, OF = 0x800;
+const ALL = CF | PF | AF | ZF | SF | OF;
+
+const PRINT_ROUTINES = `
+print2:                 # prints EAX and EDX in hex
+  pushal
+  leal buf, %edi
+  call hex
+  movb $' ', (%edi)
+  incl %edi
+  movl %edx, %eax
+  call hex
+  movb $'\\n', (%edi)
+  incl %edi
+  movl $4, %eax
+  movl $1, %ebx
+  leal buf, %ecx
+  movl %edi, %edx
+  subl %ecx, %edx
+  int $0x80
+  popal
+  ret
+hex:
+  movl $8, %ecx
+1: roll $4, %eax
+  movl %eax, %ebx
+  andl $15, %ebx
+  movb digits(%ebx), %bl
+  movb %bl, (%edi)
+  incl %edi
+  loop 1b
+  ret
+.data
+digits: .ascii "0123456789abcdef"
+buf: .space 64
+sbuf: .space 256
+fa: .quad 0
+fb: .quad 0
+fr: .quad 0
+fi: .long 0
+`;
+
+function program(cases: string[]): string {
+  return `.text\n.globl _start\n_start:\n${cases.join('\n')}\n  movl $1, %eax\n  xorl %ebx, %ebx\n  int $0x80\n${PRINT_ROUTINES}`;
+}
+
+/** One case: set EFLAGS, run `body` (which leaves its result in EAX), print EAX and the masked flags. */
+function flagCase(flagsIn: number, body: string, mask: number): string {
+  return `  pushl $0x${(flagsIn | 0x2).toString(16)}\n  popfl\n${body}\n  pushfl\n  popl %edx\n  andl $0x${mask.toString(16)}, %edx\n  call print2`;
+}
+
+const hex = (v: number) => '0x' + (v >>> 0).toString(16);
+const VALUES32 = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0x80000001, 0xfffffffe, 0xffffffff, 0x12345678, 0xdeadbeef];
+const REG = { 8: ['%cl', '%al'], 16: ['%cx', '%ax'], 32: ['%ecx', '%eax'] } as const;
+const SUFFIX = { 8: 'b', 16: 'w', 32: 'l' } as const;
+
+function compare(name: string, cases: string[]): void {
+  const { elf, flat } = buildProgram(program(cases));
+  const expected = runNative(elf).split('\n');
+  const got = runEmulated(flat);
+  assert.ok(got.exited, `${name}: the program did not reach exit (output so far: ${got.output.slice(-200)})`);
+  const actual = got.output.split('\n');
+  for (let i = 0; i < expected.length; i++) {
+    if (actual[i] !== expected[i]) assert.fail(`${name}: case ${i} differs: host ${expected[i]}, tsvm ${actual[i]}`);
+  }
+  assert.equal(actual.length, expected.length);
+}
+
+const skip = HAVE_BINUTILS ? false : 'GNU binutils (as, ld, objcopy) are not installed';
+
+test('ALU operations on 8/16/32-bit edge operands, with carry in and out', { skip }, () => {
+  const cases: string[] = [];
+  for (const width of [8, 16, 32] as const) {
+    const values = width === 32 ? VALUES32 : VALUES32.filter((_, i) => i % 2 === 0);
+    for (const op of ['add', 'adc', 'sub', 'sbb', 'and', 'or', 'xor', 'cmp']) {
+      const logic = op === 'and' || op === 'or' || op === 'xor';
+      for (const a of values) for (const b of values) for (const cin of op === 'adc' || op === 'sbb' ? [0, CF] : [0]) {
+        const [src, dst] = REG[width];
+        cases.push(flagCase(cin, `  movl $${hex(a)}, %eax\n  movl $${hex(b)}, %ecx\n  ${op}${SUFFIX[width]} ${src}, ${dst}`, logic ? ALL & ~AF : ALL));
+      }
+    }
+    for (const op of ['inc', 'dec', 'neg', 'not']) {
+      for (const a of values) for (const cin of [0, CF]) {
+        cases.push(flagCase(cin, `  movl $${hex(a)}, %eax\n  ${op}${SUFFIX[width]} ${REG[width][1]}`, ALL));
+      }
+    }
+  }
+  compare('alu', cases);
+});
+
+test('shifts and rotates for counts 0 to 33, SHLD/SHRD', { skip }, () => {
+  const cases: string[] = [];
+  const values = [0x1, 0x80, 0x8000, 0x80000000, 0x81, 0x7fffffff, 0xdeadbeef, 0x12345678, 0xffffffff];
+  for (const width of [8, 16, 32] as const) {
+    for (const op of ['shl', 'shr', 'sar', 'rol', 'ror', 'rcl', 'rcr']) {
+      const rotate = op.startsWith('r');
+      for (const a of values) for (let count = 0; count <= 33; count++) for (const cin of [0, CF | ZF | PF]) {
+        const masked = count & 31;
+        let mask: number;
+        if (masked === 0) mask = ALL;
+        else if (rotate) {
+          // Rotates define CF (and OF for a count of 1); SF, ZF, AF, PF are left alone.
+          const effective = op.startsWith('rc') ? masked % (width + 1) : masked % width;
+          mask = (SF | ZF | AF | PF) | (masked === 1 ? OF | CF : op.startsWith('rc') || effective !== 0 ? CF : 0);
+          if (!op.startsWith('rc') && effective === 0) mask = SF | ZF | AF | PF | (masked ? CF : 0);
+        } else {
+          mask = masked === 1 ? CF | OF | SF | ZF | PF : CF | SF | ZF | PF;
+          if (masked > width) mask &= ~CF; // bits shifted past the width: CF undefined for SHL/SHR
+        }
+        cases.push(flagCase(cin, `  movl $${hex(a)}, %eax\n  movb $${count}, %cl\n  ${op}${SUFFIX[width]} %cl, ${REG[width][1]}`, mask));
+      }
+    }
+  }
+  for (const op of ['shld', 'shrd']) {
+    for (const a of values) for (let count = 0; count <= 33; count++) {
+      const masked = count & 31;
+      const mask = masked === 0 ? ALL : masked === 1 ? CF | OF | SF | ZF | PF : CF | SF | ZF | PF;
+      cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  movl $0x5a5aa5a5, %edx\n  movb $${count}, %cl\n  ${op}l %cl, %edx, %eax`, mask));
+    }
+  }
+  compare('shift', cases);
+});
+
+test('multiply, BCD adjust, bit scans and tests, conditional set and move over all flag combinations', { skip }, () => {
+  const cases: string[] = [];
+  for (const a of VALUES32) for (const b of VALUES32.slice(0, 12)) {
+    cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  movl $${hex(b)}, %ecx\n  mull %ecx\n  xorl %edx, %eax`, CF | OF));
+    cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  movl $${hex(b)}, %ecx\n  imull %ecx\n  xorl %edx, %eax`, CF | OF));
+    cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  movl $${hex(b)}, %ecx\n  imulw %cx, %ax`, CF | OF));
+    cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  imull $${(b | 0)}, %eax, %eax`, CF | OF));
+    cases.push(flagCase(0, `  movl $${hex(a)}, %eax\n  movl $${hex(b)}, %ecx\n  mulb %cl`, CF | OF));
+  }
+  for (let al = 0; al < 256; al += 7) for (const f of [0, CF, AF, CF | AF]) {
+    cases.push(flagCase(f, `  movl $${hex(0x1200 | al)}, %eax\n  daa`, CF | AF | SF | ZF | PF));
+    cases.push(flagCase(f, `  movl $${hex(0x1200 | al)}, %eax\n  das`, CF | AF | SF | ZF | PF));
+    cases.push(flagCase(f, `  movl $${hex(0x1200 | al)}, %eax\n  aaa`, CF | AF));
+    cases.push(flagCase(f, `  movl $${hex(0x1200 | al)}, %eax\n  aas`, CF | AF));
+    cases.push(flagCase(f, `  movl $${hex(0x1200 | al)}, %eax\n  aam`, SF | ZF | PF));
+    cases.push(flagCase(f, `  movl $${hex(0x0300 | al)}, %eax\n  aad`, SF | ZF | PF));
+  }
+  for (const v of VALUES32.filter((x) => x !== 0)) {
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  bsfl %ecx, %eax`, ZF));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  bsrl %ecx, %eax`, ZF));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  bswap %eax`, ALL));
+    for (const bit of [0, 7, 31, 33]) {
+      for (const op of ['bt', 'bts', 'btr', 'btc']) cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  movl $${bit}, %ecx\n  ${op}l %ecx, %eax`, CF));
+    }
+  }
+  const flagSets = [0, CF, ZF, SF, OF, PF, CF | ZF, SF | OF, ZF | SF, ZF | OF, CF | PF | SF, ALL];
+  for (const f of flagSets) for (let cc = 0; cc < 16; cc++) {
+    const name = ['o', 'no', 'b', 'ae', 'e', 'ne', 'be', 'a', 's', 'ns', 'p', 'np', 'l', 'ge', 'le', 'g'][cc];
+    cases.push(flagCase(f, `  movl $0x11111111, %eax\n  set${name} %al\n  movl $0x22222222, %ecx\n  cmov${name}l %ecx, %eax`, ALL));
+  }
+  compare('mul-bcd-bits-cc', cases);
+});
+
+test('string instructions with REP prefixes, both directions', { skip }, () => {
+  const cases: string[] = [];
+  const setup = `  leal buf2, %esi\n  leal buf2+64, %edi\n  movl $0, (%edi)\n  movl $0x04030201, (%esi)\n  movl $0x08070605, 4(%esi)`;
+  for (const [op, mask] of [['movsb', ALL], ['movsl', ALL], ['cmpsb', ALL], ['cmpsw', ALL], ['scasb', ALL], ['lodsl', ALL], ['stosw', ALL]] as const) {
+    for (const rep of ['', 'rep ', 'repne ']) for (const dir of ['cld', 'std']) {
+      if (rep === 'repne ' && !op.startsWith('cmps') && !op.startsWith('scas')) continue;
+      cases.push(flagCase(0, `${setup}\n  ${dir}\n  movl $3, %ecx\n  movl $0x05, %eax\n  ${rep}${op}\n  cld\n  movl (buf2+64), %eax\n  addl %ecx, %eax\n  subl %esi, %eax\n  addl %edi, %eax`, mask));
+    }
+  }
+  compare('string', cases.map((c) => c.replace(/buf2/g, 'sbuf')));
+});
+
+test('x87: arithmetic, square root, compares and integer stores on double operands', { skip }, () => {
+  const values = [1, 3, -2.5, 0.1, 7, 1e300, 1e-300, 123456.789];
+  const cases: string[] = [];
+  const loadPair = (a: number, b: number) => {
+    const bytes = new DataView(new ArrayBuffer(16));
+    bytes.setFloat64(0, a, true);
+    bytes.setFloat64(8, b, true);
+    const w = [0, 4, 8, 12].map((o) => hex(bytes.getUint32(o, true)));
+    return `  movl $${w[0]}, fa\n  movl $${w[1]}, fa+4\n  movl $${w[2]}, fb\n  movl $${w[3]}, fb+4\n  finit\n  fldl fa\n  fldl fb`;
+  };
+  // Prints the low and high words of the double left in fr.
+  const printResult = `  fstpl fr\n  movl fr, %eax\n  movl fr+4, %edx\n  call print2`;
+  for (const a of values) for (const b of values) {
+    for (const op of ['faddp', 'fsubp', 'fmulp', 'fdivp', 'fsubrp', 'fdivrp']) {
+      cases.push(`${loadPair(a, b)}\n  ${op} %st, %st(1)\n${printResult}`);
+    }
+    cases.push(`${loadPair(a, b)}\n  fcompp\n  fnstsw %ax\n  andl $0x4500, %eax\n  xorl %edx, %edx\n  call print2`);
+  }
+  for (const a of values) {
+    cases.push(`${loadPair(a, a)}\n  fsqrt\n  fabs\n${printResult}`);
+    cases.push(`${loadPair(a, a)}\n  fchs\n${printResult}`);
+    cases.push(`${loadPair(a, 0)}\n  fstp %st(0)\n  fistpl fi\n  movl fi, %eax\n  fnstsw %ax\n  movl %eax, %edx\n  movl fi, %eax\n  andl $0x1, %edx\n  call print2`);
+  }
+  compare('x87', cases);
+});

@@ -1,0 +1,71 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BareMachine } from '../../src/cpu/x86/testing/bare-machine.js';
+import { CS, type X86Registers } from '../../src/cpu/x86/registers.js';
+
+/** Where test programs are linked: an address user space may map natively, and inside the test RAM. */
+export const LOAD_ADDRESS = 0x1000000;
+const GDT = 0x400, IDT = 0x800, SYSCALL_STUB = 0x1000, SYSCALL_PORT = 0xe0;
+
+/** Assembles a 32-bit Linux program (text and data sections, `_start`, int $0x80 syscalls) into an ELF and a flat image. */
+export function buildProgram(source: string): { elf: string; flat: Uint8Array } {
+  const dir = mkdtempSync(join(tmpdir(), 'tsvm-conf-'));
+  writeFileSync(join(dir, 'p.S'), source);
+  execFileSync('as', ['--32', '-o', join(dir, 'p.o'), join(dir, 'p.S')]);
+  execFileSync('ld', ['-m', 'elf_i386', '-Ttext', '0x' + LOAD_ADDRESS.toString(16), '-o', join(dir, 'p'), join(dir, 'p.o')]);
+  execFileSync('objcopy', ['-O', 'binary', join(dir, 'p'), join(dir, 'p.bin')]);
+  return { elf: join(dir, 'p'), flat: new Uint8Array(readFileSync(join(dir, 'p.bin'))) };
+}
+
+/** Runs the program natively on the host CPU (the oracle) and returns its standard output. */
+export function runNative(elf: string): string {
+  return execFileSync(elf, { encoding: 'latin1', maxBuffer: 64 * 2 ** 20 });
+}
+
+/**
+ * Runs the flat image on the emulated CPU at CPL 0 in flat 32-bit protected mode. `int $0x80` goes through an
+ * IDT gate to a stub (`out %al, $0xe0; iret`) whose port handler performs write(1, buf, len) and exit.
+ */
+export function runEmulated(flat: Uint8Array, budget = 500_000_000): { output: string; exited: boolean } {
+  const m = new BareMachine(64 * 2 ** 20);
+  const ram = m.memory.ram.bytes;
+  const dv = new DataView(ram.buffer);
+  dv.setBigUint64(GDT + 8, 0x00cf9a000000ffffn, true);
+  dv.setBigUint64(GDT + 16, 0x00cf92000000ffffn, true);
+  // IDT entry 0x80: 32-bit trap gate to SYSCALL_STUB, DPL 3.
+  dv.setUint32(IDT + 0x80 * 8, (0x08 << 16) | (SYSCALL_STUB & 0xffff), true);
+  dv.setUint32(IDT + 0x80 * 8 + 4, (SYSCALL_STUB & 0xffff0000) | 0xef00, true);
+  ram.set([0xe6, SYSCALL_PORT, 0xcf], SYSCALL_STUB);
+  ram.set(flat, LOAD_ADDRESS);
+  let output = '';
+  let exited = false;
+  m.io.register(SYSCALL_PORT, 1, {
+    read: () => 0,
+    write: () => {
+      const r = m.cpu.regs;
+      if (r[0] === 4) {
+        // write(fd = EBX, buf = ECX, count = EDX)
+        const start = r[1] >>> 0, len = r[2] >>> 0;
+        output += Buffer.from(ram.subarray(start, start + len)).toString('latin1');
+        r[0] = len;
+      } else if (r[0] === 1 || r[0] === 252) {
+        exited = true;
+        m.cpu.requestExit();
+      }
+    },
+  }, { sizes: 1, name: 'syscall' });
+  m.startFlat32(LOAD_ADDRESS, 60 * 2 ** 20);
+  const regs: X86Registers = m.cpu.getRegisters();
+  regs.gdtr = { base: GDT, limit: 23 };
+  regs.idtr = { base: IDT, limit: 256 * 8 - 1 };
+  regs.segments[CS].selector = 0x08;
+  m.cpu.setRegisters(regs);
+  let left = budget;
+  while (left > 0 && !exited) {
+    left -= m.cpu.run(Math.min(left, 1_000_000));
+    if (m.cpu.stopReason === 'halt' || m.cpu.stopReason === 'triple-fault') break;
+  }
+  return { output, exited };
+}

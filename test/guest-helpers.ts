@@ -1,0 +1,53 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { ensureDefaultGuest, type GuestInfo } from '../src/guest/default-guest.js';
+
+export const HAVE_QEMU = spawnSync('which', ['qemu-system-i386']).status === 0;
+
+let guest: GuestInfo | null | undefined;
+let whyNot = '';
+
+/** The default guest, built on first use; null (with a reason) when it cannot be built here. */
+export async function defaultGuestOrNull(): Promise<{ guest: GuestInfo | null; reason: string }> {
+  if (guest === undefined) {
+    try {
+      guest = await ensureDefaultGuest({ onProgress: (l) => process.stderr.write(`# tsvm-guest: ${l}\n`) });
+    } catch (e) {
+      guest = null;
+      whyNot = `the default guest could not be built: ${(e as Error).message}`;
+    }
+  }
+  return { guest, reason: whyNot };
+}
+
+/**
+ * Runs a VM process, writes `input` once its output contains `after` (or at once when `after` is empty), and
+ * resolves with everything it printed when it exits or after `timeoutMs` (then it is killed).
+ */
+export function runConsole(command: string, args: string[], input: string, after: string, timeoutMs: number): Promise<{ status: number | null; output: string; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    let sent = false;
+    let timedOut = false;
+    const send = () => {
+      if (sent) return;
+      sent = true;
+      child.stdin.write(input);
+    };
+    if (!after) send();
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString('latin1');
+      if (!sent && output.includes(after)) send();
+    });
+    child.stderr.on('data', (d: Buffer) => (output += d.toString('latin1')));
+    child.stdin.on('error', () => {});
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, output, timedOut });
+    });
+  });
+}
