@@ -76,7 +76,7 @@ export class PcMachine {
     config.serials.forEach((_, i) => {
       if (i >= SERIAL_PORTS.length) throw new TsvmError(`too many serial ports (at most ${SERIAL_PORTS.length})`);
       const [base, line] = SERIAL_PORTS[i];
-      this.devices.push(new Uart16550(`serial${i}`, this.io, base, irq(line), host.serials[i]));
+      this.devices.push(new Uart16550(`serial${i}`, this.io, base, irq(line), host.serials[i], this.timers));
     });
     this.devices.push(new I8042(this.io, this.memory, irq(1), irq(12), host));
     this.devices.push(new SystemPorts(this.io, this.memory, host));

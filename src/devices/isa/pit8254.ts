@@ -82,6 +82,11 @@ class Counter {
       case 3:
         edgeTick = (Math.floor(t / n) + 1) * n;
         break;
+      case 4: case 5:
+        // Strobe modes: OUT drops for one tick when the count expires; the edge back up is the interrupt.
+        if (t > n) return Infinity;
+        edgeTick = n + 1;
+        break;
       default:
         return Infinity;
     }

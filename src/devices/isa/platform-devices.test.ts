@@ -72,6 +72,17 @@ test('8254: counter 0 interrupts at the programmed rate; counter 2 and port 0x61
     timers.runExpired();
   }
   assert.ok(edges >= 99 && edges <= 101, `about 100 interrupts in 100 ms, got ${edges}`);
+  // One-shot as Linux's clockevent programs it: mode 4, one interrupt when the count expires.
+  io.write(0x43, 1, 0x38);
+  const oneShotAt = clock.nowNs();
+  io.write(0x40, 1, 100);
+  io.write(0x40, 1, 0);
+  const before = edges;
+  for (let t = oneShotAt; t <= oneShotAt + 1e6; t += 1e4) {
+    clock.setNowNs(t);
+    timers.runExpired();
+  }
+  assert.equal(edges - before, 1, 'mode 4 fires once');
   // Counter 2, mode 0, gate via port 0x61: OUT2 rises after the count elapses.
   io.write(0x61, 1, 0x00);
   io.write(0x43, 1, 0xb0);
@@ -93,10 +104,12 @@ test('16550: transmits, raises THRE and RX interrupts, and never loses input whi
   const sent: number[] = [];
   let listener: (b: Uint8Array) => void = () => {};
   let irq = false;
+  const clock = manualClock();
+  const timers = new TimerQueue(clock);
   const uart = new Uart16550('serial0', io, 0x3f8, { set: (l) => (irq = l) }, {
     write: (b) => sent.push(...b),
     onInput: (l) => (listener = l),
-  });
+  }, timers);
   io.write(0x3f8 + 4, 1, 0x08); // OUT2: IRQ enabled at the PIC side
   io.write(0x3f8, 1, 0x41);
   assert.deepEqual(sent, [0x41]);
@@ -107,12 +120,23 @@ test('16550: transmits, raises THRE and RX interrupts, and never loses input whi
   const input = new Uint8Array(1000).map((_, i) => i & 0xff);
   listener(input); // typed ahead, before the driver is ready
   // A driver initializing the port drains the receiver; typed-ahead input must survive that.
+  io.write(0x3f8 + 1, 1, 0x0f); // a probe enables every interrupt for an instant...
+  io.write(0x3f8 + 1, 1, 0x00);
+  clock.setNowNs(1e9);
+  timers.runExpired();
   io.write(0x3f8 + 2, 1, 0x07); // FIFO on, cleared
+  for (let i = 0; i < 1000; i++) {
+    // A console driver printing: it polls LSR between the characters it sends.
+    io.read(0x3f8 + 5, 1);
+    io.write(0x3f8, 1, 0x2e);
+  }
   io.read(0x3f8 + 5, 1);
   io.read(0x3f8, 1);
   io.read(0x3f8 + 2, 1);
   assert.equal(irq, false);
   io.write(0x3f8 + 1, 1, 0x01); // RX interrupt: now the guest reads
+  clock.setNowNs(2e9);
+  timers.runExpired();
   assert.equal(irq, true);
   const got: number[] = [];
   while (io.read(0x3f8 + 5, 1) & 1) got.push(io.read(0x3f8, 1));

@@ -3,13 +3,16 @@ import type { VersionedState } from '../../base/state.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { CharBackend } from '../char-backend.js';
 import type { Device, IrqLine } from '../device.js';
+import type { Timer, TimerQueue } from '../timer-queue.js';
 
 const IER_RDA = 1, IER_THRE = 2, IER_RLS = 4, IER_MS = 8;
 const LSR_DR = 1, LSR_OE = 2, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MCR_OUT2 = 8, MCR_LOOP = 0x10;
 const FIFO_SIZE = 16;
-/** LSR reads with input waiting after which a guest that never enables the RX interrupt counts as polling. */
-const POLLS_BEFORE_INPUT = 64;
+/** LSR reads in a row, with no transmission between, after which a guest counts as polling for input. */
+const POLLS_BEFORE_INPUT = 256;
+/** How long the receive interrupt must stay enabled before queued input flows (guest time). */
+const RX_ENABLE_SETTLE_NS = 5e6;
 
 /**
  * A 16550A UART. Transmission is instantaneous (bytes go straight to the backend and THRE is raised at once).
@@ -29,9 +32,11 @@ export class Uart16550 implements Device {
   private rx: number[] = [];
   private backlog: number[] = [];
   /**
-   * Queued input only enters the receiver once the guest is reading: when it enables the receive interrupt,
-   * or polls LSR as a polling driver does. Drivers read and discard the receiver while they initialize it
-   * (Linux's 8250 startup does so twice); bytes typed ahead must not be eaten then.
+   * Queued input only enters the receiver once the guest is reading: when the receive interrupt has stayed
+   * enabled for a moment (Linux's probe sets IER to 0x0F for a few instructions), or when it keeps polling LSR
+   * without transmitting (a polled input loop; a console driver polls LSR too, but between characters it
+   * sends). Drivers read and discard the receiver while they initialize it (Linux's 8250 startup does so
+   * twice); bytes typed ahead must not be eaten then.
    */
   private guestReading = false;
   private emptyPolls = 0;
@@ -39,13 +44,17 @@ export class Uart16550 implements Device {
   private thrIrq = false;
   private irqLevel = false;
 
+  private readonly startReading: Timer;
+
   constructor(
     readonly id: string,
     io: PortIoBus,
     base: number,
     private readonly irq: IrqLine,
     private readonly backend: CharBackend,
+    private readonly timers: TimerQueue,
   ) {
+    this.startReading = timers.createTimer(`${id}-rx`, () => this.beginReading());
     io.register(base, 8, {
       read: (offset) => this.read(offset),
       write: (offset, _size, value) => this.write(offset, value & 0xff),
@@ -67,11 +76,19 @@ export class Uart16550 implements Device {
     this.thrIrq = false;
     this.guestReading = false;
     this.emptyPolls = 0;
+    this.startReading.cancel();
     this.update();
   }
 
   private get fifoEnabled(): boolean {
     return (this.fcr & 1) !== 0;
+  }
+
+  private beginReading(): void {
+    this.guestReading = true;
+    this.startReading.cancel();
+    this.refill();
+    this.update();
   }
 
   /** Moves queued input into the receive buffer while it has room. */
@@ -122,10 +139,7 @@ export class Uart16550 implements Device {
       case 3: return this.lcr;
       case 4: return this.mcr;
       case 5:
-        if (!this.guestReading && this.backlog.length > 0 && ++this.emptyPolls >= POLLS_BEFORE_INPUT) {
-          this.guestReading = true;
-          this.refill();
-        }
+        if (!this.guestReading && this.backlog.length > 0 && ++this.emptyPolls >= POLLS_BEFORE_INPUT) this.beginReading();
         v = this.lsr;
         this.lsr &= ~LSR_OE;
         break;
@@ -150,6 +164,7 @@ export class Uart16550 implements Device {
           this.dll = value;
           return;
         }
+        this.emptyPolls = 0;
         if (this.mcr & MCR_LOOP) {
           if (this.rx.length < (this.fifoEnabled ? FIFO_SIZE : 1)) this.rx.push(value);
           else this.lsr |= LSR_OE;
@@ -169,9 +184,12 @@ export class Uart16550 implements Device {
         // Linux's driver tests for).
         if (value & IER_THRE && !(this.ier & IER_THRE) && this.lsr & LSR_THRE) this.thrIrq = true;
         this.ier = value & 0x0f;
-        if (this.ier & IER_RDA && !this.guestReading) {
-          this.guestReading = true;
-          this.refill();
+        if (!this.guestReading) {
+          if (this.ier & IER_RDA) {
+            if (!this.startReading.armed) this.startReading.arm(this.timers.nowNs() + RX_ENABLE_SETTLE_NS);
+          } else {
+            this.startReading.cancel();
+          }
         }
         break;
       case 2:
