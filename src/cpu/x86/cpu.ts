@@ -2423,11 +2423,24 @@ export class X86Cpu implements Stateful, IntrPin {
   // ---------------------------------------------------------------------------------------------------
   // Far transfers
 
+  /** Real-mode and v8086 far transfer target: CS = selector, EIP = offset. */
+  private jumpReal(selector: number, offset: number): void {
+    this.setSegmentReal(CS, selector);
+    this.eip = this.o32 ? offset : offset & 0xffff;
+    this.updateModes();
+  }
+
+  /** Pushes CS and EIP for a far call, after checking that the whole frame can be written. */
+  private pushFarReturnAddress(push: (v: number) => void, size: number): void {
+    const sp = (this.regs[4] - 2 * size) & this.stackMask;
+    this.probeWrite(this.segWrite(SS, sp, 2 * size), 2 * size);
+    push(this.segSel[CS]);
+    push(this.eip);
+  }
+
   private farJump(selector: number, offset: number): void {
     if (!this.protectedMode || this.flags & VM) {
-      this.setSegmentReal(CS, selector);
-      this.eip = this.o32 ? offset : offset & 0xffff;
-      this.updateModes();
+      this.jumpReal(selector, offset);
       return;
     }
     if ((selector & 0xfffc) === 0) this.gp(0);
@@ -2475,14 +2488,8 @@ export class X86Cpu implements Stateful, IntrPin {
 
   private farCall(selector: number, offset: number): void {
     if (!this.protectedMode || this.flags & VM) {
-      const size = this.o32 ? 4 : 2;
-      const sp = (this.regs[4] - 2 * size) & this.stackMask;
-      this.probeWrite(this.segWrite(SS, sp, 2 * size), 2 * size);
-      this.pushv(this.segSel[CS]);
-      this.pushv(this.eip);
-      this.setSegmentReal(CS, selector);
-      this.eip = this.o32 ? offset : offset & 0xffff;
-      this.updateModes();
+      this.pushFarReturnAddress((v) => this.pushv(v), this.o32 ? 4 : 2);
+      this.jumpReal(selector, offset);
       return;
     }
     if ((selector & 0xfffc) === 0) this.gp(0);
@@ -2491,11 +2498,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.checkCodeTarget(selector, hi);
       const target = this.o32 ? offset >>> 0 : offset & 0xffff;
       if (target > X86Cpu.descLimit(lo, hi)) this.gp(0);
-      const size = this.o32 ? 4 : 2;
-      const sp = (this.regs[4] - 2 * size) & this.stackMask;
-      this.probeWrite(this.segWrite(SS, sp, 2 * size), 2 * size);
-      this.pushv(this.segSel[CS]);
-      this.pushv(this.eip);
+      this.pushFarReturnAddress((v) => this.pushv(v), this.o32 ? 4 : 2);
       this.loadCsChecked(selector, lo, hi, this.cpl);
       this.eip = target | 0;
       return;
@@ -2551,11 +2554,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.eip = target;
       return;
     }
-    const sp = (this.regs[4] - 2 * size) & this.stackMask;
-    this.probeWrite(this.segWrite(SS, sp, 2 * size), 2 * size);
-    const push = (v: number) => (gate32 ? this.push32(v) : this.push16(v));
-    push(this.segSel[CS]);
-    push(this.eip);
+    this.pushFarReturnAddress((v) => (gate32 ? this.push32(v) : this.push16(v)), size);
     this.loadCsChecked(codeSel, clo, chi, this.cpl);
     this.eip = target;
   }
@@ -2583,6 +2582,39 @@ export class X86Cpu implements Stateful, IntrPin {
     return [lo, hi];
   }
 
+  /** RETF/IRET: the checks on the popped CS (privilege, type, presence) and on the return offset. */
+  private checkReturnTarget(cs: number, ip: number): [number, number, number] {
+    const rpl = cs & 3;
+    if ((cs & 0xfffc) === 0) this.gp(0);
+    if (rpl < this.cpl) this.gp(cs & 0xfffc);
+    const [lo, hi] = this.readDescriptor(cs);
+    if ((hi & 0x1800) !== 0x1800) this.gp(cs & 0xfffc);
+    const dpl = (hi >> 13) & 3;
+    if (hi & 0x400 ? dpl > rpl : dpl !== rpl) this.gp(cs & 0xfffc);
+    if ((hi & 0x8000) === 0) this.fault(NP, cs & 0xfffc);
+    const target = this.o32 ? ip : ip & 0xffff;
+    if (target >>> 0 > X86Cpu.descLimit(lo, hi)) this.gp(0);
+    return [lo, hi, target];
+  }
+
+  /** The stack segment a return to outer privilege `rpl` pops: a writable data segment at that level. */
+  private checkOuterStack(ss: number, rpl: number): [number, number] {
+    if ((ss & 0xfffc) === 0) this.gp(0);
+    const [lo, hi] = this.readDescriptor(ss);
+    if ((ss & 3) !== rpl || ((hi >> 13) & 3) !== rpl || (hi & 0x1a00) !== 0x1200) this.gp(ss & 0xfffc);
+    if ((hi & 0x8000) === 0) this.fault(SS_VECTOR, ss & 0xfffc);
+    return [lo, hi];
+  }
+
+  private switchToOuterStack(ss: number, lo: number, hi: number, esp: number): void {
+    this.setAccessedBit(ss, hi);
+    this.loadFromDescriptor(SS, ss, lo, hi | 0x100);
+    this.updateModes();
+    if (this.ss32) this.regs[4] = esp;
+    else this.setReg16(4, esp);
+    this.nullInaccessibleSegments();
+  }
+
   private farReturn(extra: number): void {
     const size = this.o32 ? 4 : 2;
     if (!this.protectedMode || this.flags & VM) {
@@ -2597,15 +2629,7 @@ export class X86Cpu implements Stateful, IntrPin {
     const ip = this.peek(0, size);
     const cs = this.peek(size, size) & 0xffff;
     const rpl = cs & 3;
-    if ((cs & 0xfffc) === 0) this.gp(0);
-    if (rpl < this.cpl) this.gp(cs & 0xfffc);
-    const [lo, hi] = this.readDescriptor(cs);
-    if ((hi & 0x1800) !== 0x1800) this.gp(cs & 0xfffc);
-    const dpl = (hi >> 13) & 3;
-    if (hi & 0x400 ? dpl > rpl : dpl !== rpl) this.gp(cs & 0xfffc);
-    if ((hi & 0x8000) === 0) this.fault(NP, cs & 0xfffc);
-    const target = this.o32 ? ip : ip & 0xffff;
-    if (target >>> 0 > X86Cpu.descLimit(lo, hi)) this.gp(0);
+    const [lo, hi, target] = this.checkReturnTarget(cs, ip);
     if (rpl === this.cpl) {
       this.espSet(this.regs[4] + 2 * size + extra);
       this.loadCsChecked(cs, lo, hi, rpl);
@@ -2615,18 +2639,10 @@ export class X86Cpu implements Stateful, IntrPin {
     // Return to an outer privilege level: SS:ESP follow on the stack.
     const newEsp = this.peek(2 * size + extra, size);
     const newSs = this.peek(3 * size + extra, size) & 0xffff;
-    if ((newSs & 0xfffc) === 0) this.gp(0);
-    const [slo, shi] = this.readDescriptor(newSs);
-    if ((newSs & 3) !== rpl || ((shi >> 13) & 3) !== rpl || (shi & 0x1a00) !== 0x1200) this.gp(newSs & 0xfffc);
-    if ((shi & 0x8000) === 0) this.fault(SS_VECTOR, newSs & 0xfffc);
+    const [slo, shi] = this.checkOuterStack(newSs, rpl);
     this.loadCsChecked(cs, lo, hi, rpl);
     this.eip = target;
-    this.setAccessedBit(newSs, shi);
-    this.loadFromDescriptor(SS, newSs, slo, shi | 0x100);
-    this.updateModes();
-    if (this.ss32) this.regs[4] = newEsp + extra;
-    else this.setReg16(4, newEsp + extra);
-    this.nullInaccessibleSegments();
+    this.switchToOuterStack(newSs, slo, shi, newEsp + extra);
   }
 
   private iret(): void {
@@ -2667,16 +2683,8 @@ export class X86Cpu implements Stateful, IntrPin {
       this.iretToV86(ip, cs, fl);
       return;
     }
-    if ((cs & 0xfffc) === 0) this.gp(0);
     const rpl = cs & 3;
-    if (rpl < this.cpl) this.gp(cs & 0xfffc);
-    const [lo, hi] = this.readDescriptor(cs);
-    if ((hi & 0x1800) !== 0x1800) this.gp(cs & 0xfffc);
-    const dpl = (hi >> 13) & 3;
-    if (hi & 0x400 ? dpl > rpl : dpl !== rpl) this.gp(cs & 0xfffc);
-    if ((hi & 0x8000) === 0) this.fault(NP, cs & 0xfffc);
-    const target = this.o32 ? ip : ip & 0xffff;
-    if (target >>> 0 > X86Cpu.descLimit(lo, hi)) this.gp(0);
+    const [lo, hi, target] = this.checkReturnTarget(cs, ip);
     const oldCpl = this.cpl;
     const newFlags = this.iretFlags(fl, oldCpl);
     if (rpl === oldCpl) {
@@ -2688,19 +2696,11 @@ export class X86Cpu implements Stateful, IntrPin {
     }
     const newEsp = this.peek(3 * size, size);
     const newSs = this.peek(4 * size, size) & 0xffff;
-    if ((newSs & 0xfffc) === 0) this.gp(0);
-    const [slo, shi] = this.readDescriptor(newSs);
-    if ((newSs & 3) !== rpl || ((shi >> 13) & 3) !== rpl || (shi & 0x1a00) !== 0x1200) this.gp(newSs & 0xfffc);
-    if ((shi & 0x8000) === 0) this.fault(SS_VECTOR, newSs & 0xfffc);
+    const [slo, shi] = this.checkOuterStack(newSs, rpl);
     this.loadCsChecked(cs, lo, hi, rpl);
     this.eip = target;
     this.setEflags(newFlags);
-    this.setAccessedBit(newSs, shi);
-    this.loadFromDescriptor(SS, newSs, slo, shi | 0x100);
-    this.updateModes();
-    if (this.ss32) this.regs[4] = newEsp;
-    else this.setReg16(4, newEsp);
-    this.nullInaccessibleSegments();
+    this.switchToOuterStack(newSs, slo, shi, newEsp);
   }
 
   /** The EFLAGS value IRET installs: IOPL only changes at CPL 0, IF only when CPL <= IOPL. */
