@@ -5,24 +5,7 @@ import { PhysicalMemory } from '../memory/physical-memory.js';
 import { buildAcpiTables } from './acpi-tables.js';
 import { parseBzImage } from './bzimage.js';
 import { loadLinux } from './linux-loader.js';
-
-/** A minimal well-formed bzImage: setup header fields a loader reads, and a protected-mode payload. */
-function fakeBzImage(payload = 4096): Uint8Array {
-  const setupSects = 4;
-  const bytes = new Uint8Array((setupSects + 1) * 512 + payload);
-  const dv = new DataView(bytes.buffer);
-  bytes[0x1f1] = setupSects;
-  dv.setUint32(0x1f4, payload / 16, true);
-  dv.setUint16(0x1fe, 0xaa55, true);
-  bytes[0x201] = 0x66;
-  dv.setUint32(0x202, 0x53726448, true);
-  dv.setUint16(0x206, 0x020f, true);
-  bytes[0x211] = 0x01;
-  dv.setUint32(0x214, 0x100000, true);
-  dv.setUint32(0x22c, 0x37ffffff, true);
-  dv.setUint32(0x238, 2047, true);
-  return bytes;
-}
+import { fakeBzImage } from './testing/fake-bzimage.js';
 
 test('bzImage header: accepted when well-formed, one-line errors otherwise', () => {
   const k = parseBzImage('k', fakeBzImage());
