@@ -147,3 +147,156 @@ idtr:
   assert.equal(m.runUntilHalt(), 'halt');
   assert.equal(m.output, '11223344 00000000 00300010 00000003 00301020 00000055 ');
 });
+
+test('privilege changes: IRET to ring 3, INT through a gate with the TSS stack, call gate, I/O bitmap, #GP, SYSENTER/SYSEXIT', { skip }, () => {
+  const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+  lidt idtr
+  # TSS descriptor base, then load TR.
+  movl $tss, %eax
+  movw %ax, gdt + 0x28 + 2
+  shrl $16, %eax
+  movb %al, gdt + 0x28 + 4
+  movw $0x28, %ax
+  ltr %ax
+  # SYSENTER: CS 0x08 (SS 0x10), ESP, EIP.
+  movl $0x174, %ecx
+  movl $0x08, %eax
+  xorl %edx, %edx
+  wrmsr
+  movl $0x175, %ecx
+  movl $0x7f000, %eax
+  wrmsr
+  movl $0x176, %ecx
+  movl $sysenter_target, %eax
+  wrmsr
+  # Data segments usable at every level (DPL 3), then enter ring 3 with IRET (IOPL 0).
+  movw $0x23, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  pushl $0x23
+  pushl $0x70000
+  pushl $0x0002
+  pushl $0x1b
+  pushl $user
+  iretl
+
+user:
+  movb $'U', %al
+  outb %al, $0xe9
+  movl %cs, %eax
+  andl $3, %eax
+  call print_hex
+  int $0x80                       # to ring 0 through an interrupt gate, stack from the TSS
+  lcall $0x33, $0                 # call gate (DPL 3) to ring 0, back with LRET
+  cli                             # #GP(0): IOPL 0 at CPL 3
+  outb %al, $0x80                 # #GP(0): port 0x80 is not in the I/O bitmap
+  movl $user_after_sysexit, %edx
+  movl %esp, %ecx
+  sysenter
+user_after_sysexit:
+  movl %cs, %eax
+  call print_hex
+  int $0x81
+
+int80:
+  movb $'I', %al
+  outb %al, $0xe9
+  movl %cs, %eax
+  andl $3, %eax
+  call print_hex
+  movl %esp, %eax                 # TSS.ESP0 minus the 5 pushed dwords
+  call print_hex
+  movl 16(%esp), %eax             # the user SS pushed by the switch
+  call print_hex
+  iretl
+
+gate_target:
+  movb $'G', %al
+  outb %al, $0xe9
+  movl %cs, %eax
+  call print_hex
+  movl 12(%esp), %eax             # the caller's SS
+  call print_hex
+  lret
+
+gp_handler:
+  movb $'P', %al
+  outb %al, $0xe9
+  popl %eax                       # error code
+  call print_hex
+  movl (%esp), %eax
+  movb (%eax), %al                # skip the faulting instruction: 1 byte (cli) or 2 (out imm8)
+  cmpb $0xfa, %al
+  je 1f
+  incl (%esp)
+1: incl (%esp)
+  iretl
+
+sysenter_target:
+  movb $'S', %al
+  outb %al, $0xe9
+  movl %cs, %eax
+  call print_hex
+  sysexit
+
+int81:
+  hlt
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff        # 0x08 ring 0 code
+  .quad 0x00cf92000000ffff        # 0x10 ring 0 data
+  .quad 0x00cffa000000ffff        # 0x18 ring 3 code
+  .quad 0x00cff2000000ffff        # 0x20 ring 3 data
+  .word 0x88, 0                   # 0x28 TSS: limit covers the I/O bitmap up to port 0xEF
+  .byte 0, 0x89, 0, 0
+  .word gate_target, 0x08         # 0x30 call gate, DPL 3, no parameters
+  .byte 0, 0xec
+  .word 0
+gdtr:
+  .word 0x37
+  .long gdt
+  .p2align 3
+idt:
+  .fill 13, 8, 0
+  .word gp_handler, 0x08, 0x8e00, 0
+  .fill 0x80 - 14, 8, 0
+  .word int80, 0x08, 0xee00, 0
+  .word int81, 0x08, 0xee00, 0
+idtr:
+  .word 0x82 * 8 - 1
+  .long idt
+  .p2align 2
+tss:
+  .long 0, 0x80000, 0x10          # link, ESP0, SS0
+  .fill 22, 4, 0
+  .word 0, 0x68                   # trap flag, I/O bitmap offset
+  .fill 0x1d, 1, 0xff             # ports 0x00-0xE7 denied
+  .byte 0xfd                      # 0xE8-0xEF: only 0xE9 allowed
+  .fill 0x89 - 0x68 - 0x1e, 1, 0xff
+`, 0x8000);
+  const m = new BareMachine();
+  m.load(0x8000, code);
+  m.startReal(0, 0x8000);
+  assert.equal(m.runUntilHalt(), 'halt');
+  assert.equal(m.output, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
+});

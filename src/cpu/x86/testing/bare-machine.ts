@@ -70,7 +70,7 @@ export class BareMachine {
       recent.push(`eip=${r.eip.toString(16)} eax=${r.gpr[0].toString(16)} esp=${r.gpr[4].toString(16)} cr0=${r.cr0.toString(16)}`);
       if (recent.length > 30) recent.shift();
       this.cpu.run(1);
-      if (this.cpu.stopReason === 'halt' || this.cpu.stopReason === 'triple-fault') {
+      if (this.cpu.stopReason === 'halt' || this.cpu.stopReason === 'triple-fault' || this.output.length > Number(process.env.TSVM_TRACE_CPU_OUTPUT ?? Infinity)) {
         process.stderr.write(recent.join('\n') + `\nstop: ${this.cpu.stopReason} output=${JSON.stringify(this.output)}\n`);
         return this.cpu.stopReason;
       }
