@@ -1,7 +1,8 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HAVE_BINUTILS } from '../../src/cpu/x86/testing/assemble.js';
 import { BareMachine } from '../../src/cpu/x86/testing/bare-machine.js';
 import { CS, type X86Registers } from '../../src/cpu/x86/registers.js';
 
@@ -19,9 +20,25 @@ export function buildProgram(source: string): { elf: string; flat: Uint8Array } 
   return { elf: join(dir, 'p'), flat: new Uint8Array(readFileSync(join(dir, 'p.bin'))) };
 }
 
-/** Runs the program natively on the host CPU (the oracle) and returns its standard output. */
+/**
+ * The oracle: the host CPU when its kernel runs 32-bit programs; otherwise (a 64-bit-only kernel, as on PVM
+ * guests) QEMU's user-mode emulator `qemu-i386`, the reference the project follows; null when neither can run.
+ */
+export const ORACLE: { name: string; command: string[] } | null = (() => {
+  if (!HAVE_BINUTILS) return null;
+  const probe = buildProgram('.text\n.globl _start\n_start:\n  movl $1, %eax\n  movl $7, %ebx\n  int $0x80\n');
+  for (const command of [[], ['qemu-i386']]) {
+    const result = spawnSync(command[0] ?? probe.elf, command.length ? [probe.elf] : []);
+    if (result.status === 7) return { name: command.length ? 'qemu-i386 (this host cannot run 32-bit programs)' : 'the host CPU', command };
+  }
+  return null;
+})();
+
+/** Runs the program on the oracle and returns its standard output. */
 export function runNative(elf: string): string {
-  return execFileSync(elf, { encoding: 'latin1', maxBuffer: 64 * 2 ** 20 });
+  if (!ORACLE) throw new Error('no oracle for 32-bit programs');
+  const [cmd, ...args] = ORACLE.command.length ? [...ORACLE.command, elf] : [elf];
+  return execFileSync(cmd, args, { encoding: 'latin1', maxBuffer: 64 * 2 ** 20 });
 }
 
 /**
