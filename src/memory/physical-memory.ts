@@ -25,6 +25,7 @@ export class PhysicalMemory {
   a20Mask = 0xffffffff | 0;
   private readonly a20Listeners: ((enabled: boolean) => void)[] = [];
   private readonly layoutListeners: (() => void)[] = [];
+  private readonly ramWriteListeners: ((address: number, length: number) => void)[] = [];
 
   constructor(readonly ram: GuestRam) {}
 
@@ -74,6 +75,11 @@ export class PhysicalMemory {
   }
 
   /** Called when ROM, holes or MMIO change, so that a CPU can drop cached translations. */
+  /** Device writes into RAM (writeBytes): the CPU drops code compiled from those bytes. */
+  onRamWrite(listener: (address: number, length: number) => void): void {
+    this.ramWriteListeners.push(listener);
+  }
+
   onLayoutChange(listener: () => void): void {
     this.layoutListeners.push(listener);
   }
@@ -145,6 +151,7 @@ export class PhysicalMemory {
     const view = this.ramView(address, data.length);
     if (!view) return false;
     view.set(data);
+    for (const listener of this.ramWriteListeners) listener(address, data.length);
     return true;
   }
 }

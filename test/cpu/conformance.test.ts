@@ -64,16 +64,19 @@ const VALUES32 = [0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff, 0x10
 const REG = { 8: ['%cl', '%al'], 16: ['%cx', '%ax'], 32: ['%ecx', '%eax'] } as const;
 const SUFFIX = { 8: 'b', 16: 'w', 32: 'l' } as const;
 
+/** The oracle's output against the interpreter's and against compiled blocks' (every block compiled at once). */
 function compare(name: string, cases: string[]): void {
   const { elf, flat } = buildProgram(program(cases));
   const expected = runNative(elf).split('\n');
-  const got = runEmulated(flat);
-  assert.ok(got.exited, `${name}: the program did not reach exit (output so far: ${got.output.slice(-200)})`);
-  const actual = got.output.split('\n');
-  for (let i = 0; i < expected.length; i++) {
-    if (actual[i] !== expected[i]) assert.fail(`${name}: case ${i} differs: host ${expected[i]}, tsvm ${actual[i]}`);
+  for (const [engine, jit] of [['interpreter', false], ['compiled blocks', 1]] as const) {
+    const got = runEmulated(flat, jit);
+    assert.ok(got.exited, `${name} (${engine}): the program did not reach exit (output so far: ${got.output.slice(-200)})`);
+    const actual = got.output.split('\n');
+    for (let i = 0; i < expected.length; i++) {
+      if (actual[i] !== expected[i]) assert.fail(`${name} (${engine}): case ${i} differs: oracle ${expected[i]}, tsvm ${actual[i]}`);
+    }
+    assert.equal(actual.length, expected.length);
   }
-  assert.equal(actual.length, expected.length);
 }
 
 const skip = !HAVE_BINUTILS ? 'GNU binutils (as, ld, objcopy) are not installed'

@@ -45,8 +45,8 @@ export function runNative(elf: string): string {
  * Runs the flat image on the emulated CPU at CPL 0 in flat 32-bit protected mode. `int $0x80` goes through an
  * IDT gate to a stub (`out %al, $0xe0; iret`) whose port handler performs write(1, buf, len) and exit.
  */
-export function runEmulated(flat: Uint8Array, budget = 500_000_000): { output: string; exited: boolean } {
-  const m = new BareMachine(64 * 2 ** 20);
+export function runEmulated(flat: Uint8Array, jit: false | number, budget = 500_000_000): { output: string; exited: boolean } {
+  const m = new BareMachine(64 * 2 ** 20, jit);
   const ram = m.memory.ram.bytes;
   const dv = new DataView(ram.buffer);
   dv.setBigUint64(GDT + 8, 0x00cf9a000000ffffn, true);

@@ -52,11 +52,14 @@ fail:
   hlt
 msg: .ascii "hello"
 `, 0);
-  const m = new BareMachine();
-  m.load(0x7c00, code);
-  m.startReal(0x07c0, 0);
-  assert.equal(m.runUntilHalt(), 'halt');
-  assert.equal(m.output, 'hello+');
+  // The same program interpreted, and with every block compiled at once.
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x7c00, code);
+    m.startReal(0x07c0, 0);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, 'hello+');
+  }
 });
 
 test('protected mode entry, paging, and a page fault with its error code and CR2', { skip }, () => {
@@ -141,11 +144,14 @@ idtr:
   .word 15*8-1
   .long idt
 `, 0x8000);
-  const m = new BareMachine();
-  m.load(0x8000, code);
-  m.startReal(0, 0x8000);
-  assert.equal(m.runUntilHalt(), 'halt');
-  assert.equal(m.output, '11223344 00000000 00300010 00000003 00301020 00000055 ');
+  // The same program interpreted, and with every block compiled at once.
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '11223344 00000000 00300010 00000003 00301020 00000055 ');
+  }
 });
 
 test('privilege changes: IRET to ring 3, INT through a gate with the TSS stack, call gate, I/O bitmap, #GP, SYSENTER/SYSEXIT', { skip }, () => {
@@ -294,9 +300,12 @@ tss:
   .byte 0xfd                      # 0xE8-0xEF: only 0xE9 allowed
   .fill 0x89 - 0x68 - 0x1e, 1, 0xff
 `, 0x8000);
-  const m = new BareMachine();
-  m.load(0x8000, code);
-  m.startReal(0, 0x8000);
-  assert.equal(m.runUntilHalt(), 'halt');
-  assert.equal(m.output, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
+  // The same program interpreted, and with every block compiled at once.
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
+  }
 });

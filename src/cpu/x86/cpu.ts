@@ -7,6 +7,8 @@ import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
 import { BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
+import { MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
+import { CodeCache } from './jit/code-cache.js';
 import { X87 } from './x87-lite.js';
 
 export interface X86CpuOptions {
@@ -16,6 +18,12 @@ export interface X86CpuOptions {
   clock: VirtualClock;
   /** FERR# for the legacy FPU error reporting (IRQ 13) when CR0.NE is clear. */
   onFerr?: (level: boolean) => void;
+  /**
+   * Compile hot code into JavaScript (default true; TSVM_JIT=0 turns it off). `jitThreshold` is how often a
+   * start address is interpreted before its block is compiled (default 20, TSVM_JIT_THRESHOLD).
+   */
+  jit?: boolean;
+  jitThreshold?: number;
 }
 
 export type CpuStopReason = 'none' | 'halt' | 'exit-request' | 'triple-fault';
@@ -36,6 +44,7 @@ const TSC_PER_NS = 1;
 const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
 /** CPUID.1 EDX: FPU DE PSE TSC MSR CX8 SEP CMOV. */
 const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
+const DEFAULT_JIT_THRESHOLD = 20;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
 
 /**
@@ -75,6 +84,8 @@ export class X86Cpu implements Stateful, IntrPin {
   cpl = 0;
   private cs32 = false;
   private ss32 = false;
+  /** MODE_FLAT when DS, ES and SS are flat and the stack 32-bit (compiled blocks then skip segmentation). */
+  private flatData = 0;
 
   // EFLAGS: the stored bits, and which status flags are to be computed from the lazy record instead.
   private flags = FIXED_ONE;
@@ -128,6 +139,8 @@ export class X86Cpu implements Stateful, IntrPin {
   /** Nesting of exception delivery, for #DF and triple fault. */
   private deliveringVector = -1;
   private readonly fpu: X87;
+  /** Compiled blocks (null: interpret only). */
+  private readonly jit: CodeCache | null;
 
   private readonly memory: PhysicalMemory;
   private readonly io: PortIoBus;
@@ -145,6 +158,10 @@ export class X86Cpu implements Stateful, IntrPin {
     this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
     this.ramSize = options.memory.ramSize;
     this.fpu = new X87(this);
+    const jitEnabled = options.jit ?? process.env.TSVM_JIT !== '0';
+    const threshold = options.jitThreshold ?? (Number(process.env.TSVM_JIT_THRESHOLD) || DEFAULT_JIT_THRESHOLD);
+    this.jit = jitEnabled ? new CodeCache(this, this.ram.subarray(0, this.ramSize), Math.max(1, Math.min(255, threshold))) : null;
+    options.memory.onRamWrite((address, length) => this.jit?.writtenRange(address, length));
     options.memory.onA20Change(() => {
       this.a20Mask = this.memory.a20Mask;
       this.flushTlb();
@@ -186,6 +203,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.sysenterCs = this.sysenterEsp = this.sysenterEip = 0;
     this.a20Mask = this.memory.a20Mask;
     this.fpu.reset();
+    this.jit?.clear();
     this.flushTlb();
   }
 
@@ -246,7 +264,12 @@ export class X86Cpu implements Stateful, IntrPin {
     this.cs32 = (this.segAttr[CS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
     this.ss32 = (this.segAttr[SS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
     this.accessMask = this.cpl === 3 ? TLB_USER : TLB_SUPERVISOR;
+    this.updateFlatData();
     this.invalidateFetch();
+  }
+
+  private updateFlatData(): void {
+    this.flatData = this.ss32 && (this.segFlat[DS] & this.segFlat[ES] & this.segFlat[SS]) !== 0 ? MODE_FLAT : 0;
   }
 
   /** Loads a segment register's hidden part and derives the checks its accesses need. */
@@ -264,6 +287,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.segHi[seg] = 0;
       this.segAccess[seg] = 0;
       this.segFlat[seg] = 0;
+      this.updateFlatData();
       return;
     }
     if (!isCode && (type & 4)) {
@@ -276,6 +300,7 @@ export class X86Cpu implements Stateful, IntrPin {
     }
     this.segAccess[seg] = isCode ? (type & 2 ? 1 : 0) : type & 2 ? 3 : 1;
     this.segFlat[seg] = base === 0 && this.segLo[seg] === 0 && this.segHi[seg] === 0xffffffff && this.segAccess[seg] === 3 ? 1 : 0;
+    this.updateFlatData();
     if (seg === CS) this.invalidateFetch();
   }
 
@@ -504,8 +529,9 @@ export class X86Cpu implements Stateful, IntrPin {
         this.tlbCount++;
       }
       this.tlbRead[vpn] = page | bits;
-      if (write) {
-        // Supervisor writes to read-only pages are allowed unless CR0.WP; user writes need R/W.
+      if (write && (this.jit === null || this.jit.codePages[page >>> 12] === 0)) {
+        // Supervisor writes to read-only pages are allowed unless CR0.WP; user writes need R/W. Pages with
+        // compiled code get no fast write entry: their writes go through slowWrite, which tells the cache.
         const supW = writeOk || (this.cr0 & 0x10000) === 0;
         this.tlbWrite[vpn] = writeOk && userOk ? page | TLB_USER : supW ? page | TLB_SUPERVISOR : 0;
       }
@@ -613,10 +639,31 @@ export class X86Cpu implements Stateful, IntrPin {
       const p1 = this.translate(lin, true, user);
       const p2 = this.translate((lin + first) | 0, true, user);
       for (let i = 0; i < size; i++) this.memory.write(i < first ? p1 + i : p2 + i - first, 1, (v >>> (8 * i)) & 0xff);
+      this.codeWritten(p1, first);
+      this.codeWritten(p2, size - first);
       return;
     }
     const p = this.translate(lin, true, user);
     this.memory.write(p >>> 0, size, size === 4 ? v >>> 0 : v & (size === 1 ? 0xff : 0xffff));
+    this.codeWritten(p, size);
+  }
+
+  /** After a slow-path write to physical `p`: compiled code there may be stale. */
+  private codeWritten(p: number, size: number): void {
+    const jit = this.jit;
+    if (jit !== null && p >>> 0 < this.ramSize && jit.codePages[p >>> 12] !== 0) jit.written(p, size);
+  }
+
+  /** The code cache compiled a block in physical page `page`: its fast write entries must go. */
+  protectCodePage(page: number): void {
+    if (this.tlbCount > TLB_LIST_SIZE) {
+      this.flushTlb();
+      return;
+    }
+    for (let i = 0; i < this.tlbCount; i++) {
+      const vpn = this.tlbFilled[i];
+      if (this.tlbWrite[vpn] >>> 12 === page) this.tlbWrite[vpn] = 0;
+    }
   }
 
   /** Checks that a write of `size` bytes at `lin` would not fault (for instructions writing several places). */
@@ -1216,8 +1263,8 @@ export class X86Cpu implements Stateful, IntrPin {
       return r & 0xffff;
     }
     const r = Math.imul(a, b);
-    const full = BigInt(a | 0) * BigInt(b | 0);
-    const ov = BigInt(r) !== full;
+    // The double product is exact whenever the true product fits in 32 bits, and outside that range otherwise.
+    const ov = (a | 0) * (b | 0) !== r;
     this.setResultFlags(r, 32, ov ? 1 : 0, ov);
     return r;
   }
@@ -1700,6 +1747,31 @@ export class X86Cpu implements Stateful, IntrPin {
     const t = this.o32 ? target : target & 0xffff;
     if (t >>> 0 > this.segLimit[CS]) this.gp(0);
     this.eip = t;
+  }
+
+  // Helpers for compiled blocks, which decide operand sizes when they are compiled.
+
+  /** A near jump to an already size-masked target. */
+  nearJump(target: number): void {
+    if (target >>> 0 > this.segLimit[CS]) this.gp(0);
+    this.eip = target;
+  }
+
+  checkNearTarget(target: number): void {
+    if (target >>> 0 > this.segLimit[CS]) this.gp(0);
+  }
+
+  /** RET imm16: drops `bytes` of arguments. */
+  releaseStack(bytes: number): void {
+    this.espSet((this.regs[4] + bytes) & this.stackMask);
+  }
+
+  /** The linear address of a read-modify-write operand, checked readable and writable before either access. */
+  rmwAddress(seg: number, off: number, size: number): number {
+    const lin = this.segWrite(seg, off, size);
+    if ((this.segAccess[seg] & 1) === 0) this.segFault(seg);
+    this.probeWrite(lin, size);
+    return lin;
   }
 
   private group3(w: number): void {
@@ -3327,6 +3399,16 @@ export class X86Cpu implements Stateful, IntrPin {
           if (this.attention && this.serviceEvents()) {
             this.instructionCount += n;
             return n;
+          }
+          if (this.jit !== null) {
+            const eip = this.eip;
+            if (eip >= this.fetchEipLo && eip < this.fetchEipHi) {
+              const block = this.jit.lookup(this.fetchDelta + eip, eip, (this.cs32 ? MODE_CS32 : 0) | this.flatData);
+              if (block !== undefined && block.lastByteEip >>> 0 <= this.segLimit[CS]) {
+                n += block.run();
+                continue;
+              }
+            }
           }
           this.step();
           n++;

@@ -15,7 +15,8 @@ export class BareMachine {
   readonly cpu: X86Cpu;
   output = '';
 
-  constructor(ramBytes = 16 * 2 ** 20) {
+  /** `jit`: false to interpret only; a number compiles blocks after that many executions (1 = at once). */
+  constructor(ramBytes = 16 * 2 ** 20, jit: false | number = false) {
     this.memory = new PhysicalMemory(new GuestRam(ramBytes));
     this.io.register(0xe9, 1, {
       read: () => 0xe9,
@@ -23,7 +24,10 @@ export class BareMachine {
         this.output += String.fromCharCode(v & 0xff);
       },
     }, { name: 'debugcon' });
-    this.cpu = new X86Cpu({ memory: this.memory, io: this.io, interrupts: { acknowledge: () => 0x20 }, clock: new VirtualClock() });
+    this.cpu = new X86Cpu({
+      memory: this.memory, io: this.io, interrupts: { acknowledge: () => 0x20 }, clock: new VirtualClock(),
+      jit: jit !== false, jitThreshold: jit === false ? undefined : jit,
+    });
   }
 
   load(address: number, code: Uint8Array): void {

@@ -1,0 +1,828 @@
+import { CS, DS, ES, FS, GS, SS } from '../registers.js';
+
+/**
+ * Translates a run of guest instructions (a block: straight-line code up to the first control transfer, an
+ * instruction it does not handle, or the end of the 4 KiB page) into a JavaScript function that V8 compiles to
+ * machine code. Operands, widths and addressing are decided once here instead of on every execution.
+ *
+ * The generated code works on the interpreter's state and calls its helpers (memory access through the TLB,
+ * segment checks, lazy flags, the stack, multiply/shift helpers), so both always agree. An instruction the
+ * compiler does not handle ends the block with a call to the interpreter's `step()`.
+ *
+ * Faults: before each instruction that can fault, the block stores its EIP in `instrStart`; helpers throw
+ * before changing state, and the run loop restarts the instruction there, exactly as for the interpreter.
+ */
+
+/**
+ * Block-shaping mode bits. MODE_CS32: the code segment's default operand and address size is 32 bits.
+ * MODE_FLAT: DS, ES and SS are flat (base 0, 4 GiB, read/write) and the stack is 32-bit, so offsets through
+ * them are linear addresses with no check to make.
+ */
+export const MODE_CS32 = 1, MODE_FLAT = 2;
+
+export interface CompiledBlock {
+  /** Runs the block; returns the number of instructions executed (EIP is left at the next one). */
+  readonly run: () => number;
+  /** EIP of the first instruction (the same physical bytes reached through another CS base do not match). */
+  readonly eip: number;
+  /** EIP of the last byte of the block, for the CS limit check on entry. */
+  readonly lastByteEip: number;
+  /** RAM index of the first and one past the last byte. */
+  readonly start: number;
+  readonly end: number;
+  readonly mode: number;
+}
+
+/** The interpreter object the generated code runs against (see X86Cpu; members are reached by name). */
+export type BlockHost = object;
+
+const MAX_INSTRUCTIONS = 64;
+/** Instructions a block looping on itself runs before returning to the run loop. */
+const LOOP_INSTRUCTIONS = 4096;
+
+const REG8 = (n: number) => (n < 4 ? n << 2 : ((n - 4) << 2) + 1);
+
+/** JS expressions reading / writing a general register of a width. */
+function readReg(width: number, n: number): string {
+  return width === 32 ? `r[${n}]` : width === 16 ? `r16[${n << 1}]` : `r8[${REG8(n)}]`;
+}
+
+function writeReg(width: number, n: number, value: string): string {
+  return `${readReg(width, n)} = ${value};`;
+}
+
+function hex(v: number): string {
+  return v < 0 ? `(${v})` : '0x' + v.toString(16);
+}
+
+/** Decoding state of one instruction. */
+interface Insn {
+  eip: number;
+  /** RAM index of its first byte (prefixes included). */
+  start: number;
+  next: number;
+  o32: boolean;
+  a32: boolean;
+  seg: number;
+  rep: number;
+}
+
+class Decoder {
+  pos: number;
+  constructor(private readonly ram: Uint8Array, start: number, private readonly limit: number) {
+    this.pos = start;
+  }
+  /** True when `n` more bytes are inside the page. */
+  has(n: number): boolean {
+    return this.pos + n <= this.limit;
+  }
+  u8(): number {
+    if (this.pos >= this.limit) throw PAGE_END;
+    return this.ram[this.pos++];
+  }
+  s8(): number {
+    return (this.u8() << 24) >> 24;
+  }
+  u16(): number {
+    const lo = this.u8();
+    return lo | (this.u8() << 8);
+  }
+  s32(): number {
+    const b0 = this.u8(), b1 = this.u8(), b2 = this.u8();
+    return b0 | (b1 << 8) | (b2 << 16) | (this.u8() << 24);
+  }
+  /** The next byte without consuming it (-1 at the page end). */
+  peek(): number {
+    return this.pos < this.limit ? this.ram[this.pos] : -1;
+  }
+  bytesAt(start: number, n: number): Uint8Array {
+    return this.ram.subarray(start, Math.min(start + n, this.limit));
+  }
+  imm(o32: boolean): number {
+    return o32 ? this.s32() : this.u16();
+  }
+}
+
+/**
+ * One-byte opcodes that change no flags and leave the locals a, b, x alone, so a following Jcc can still use
+ * the operands of the flag-setting instruction before them (the 0x0F map is treated as not transparent).
+ */
+const TRANSPARENT = new Set<number>([
+  0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f, 0x68, 0x6a,
+  0x88, 0x89, 0x8a, 0x8b, 0x8d, 0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0xa0, 0xa1, 0xa2, 0xa3,
+  0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf, 0xc6, 0xc7,
+  0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f,
+]);
+
+/** Thrown by the decoder when an instruction runs past the page: the block ends before it. */
+const PAGE_END = new Error('page end');
+
+/** A memory operand: the segment and a JS expression for the offset. */
+interface MemOperand {
+  seg: number;
+  offset: string;
+}
+
+/**
+ * Generates the code of one block. `emit` collects statements; each handled instruction appends its code and
+ * returns whether the block goes on after it.
+ */
+class BlockBuilder {
+  private readonly lines: string[] = [];
+  private count = 0;
+  /** The last flag-setting operation in this block, while its operands are still in the locals a, b, x. */
+  private lastFlags: { kind: 'add' | 'sub' | 'logic'; width: number } | null = null;
+
+  /** Set when the block ends in a jump back to its own start: the body then runs in a JS loop. */
+  private selfLoop = false;
+  private readonly startEip: number;
+
+  constructor(private readonly d: Decoder, private readonly mode: number, private eip: number, private readonly countFallbacks: boolean) {
+    this.startEip = eip;
+  }
+
+  build(): { body: string; count: number; lastByteEip: number } | null {
+    for (;;) {
+      const start = this.d.pos;
+      const mark = this.lines.length;
+      const before = this.lastFlags;
+      let insn: Insn | null = null;
+      let goesOn = false;
+      this.handled = false;
+      try {
+        insn = this.prefixes(start);
+        if (insn) goesOn = this.instruction(insn, before);
+      } catch (e) {
+        if (e !== PAGE_END) throw e;
+        // The instruction runs past the page: the block ends before it.
+        this.lines.length = mark;
+        if (this.count === 0) return null;
+        return this.finish(this.eip, this.eip - 1);
+      }
+      if (!insn || !this.handled) {
+        // Not handled here: the interpreter executes it (it fetches and checks it itself), and the block ends.
+        this.lines.length = mark;
+        if (this.countFallbacks) {
+          const bytes = Array.from(this.d.bytesAt(start, 3), (b) => b.toString(16).padStart(2, '0')).join(' ');
+          this.emit(`countFallback('${bytes}');`);
+        }
+        this.emit(`c.eip = ${hex(this.eip)};`, 'c.step();');
+        this.count++;
+        this.emit(`return n + ${this.count};`);
+        return this.assemble(this.eip);
+      }
+      this.count++;
+      this.eip = insn.next;
+      if (!goesOn) {
+        this.emit(`return n + ${this.count};`);
+        return this.assemble(insn.next - 1);
+      }
+      if (this.count >= MAX_INSTRUCTIONS || !this.d.has(1)) return this.finish(this.eip, this.eip - 1);
+    }
+  }
+
+  private finish(nextEip: number, lastByteEip: number): { body: string; count: number; lastByteEip: number } {
+    this.emit(`c.eip = ${hex(nextEip)};`, `return n + ${this.count};`);
+    return this.assemble(lastByteEip);
+  }
+
+  /**
+   * The function body. `n` counts the instructions of completed passes when the block loops on itself;
+   * each exit returns it plus the instructions executed in the current pass.
+   */
+  private assemble(lastByteEip: number): { body: string; count: number; lastByteEip: number } {
+    const code = this.lines.join('\n');
+    const body = this.selfLoop ? `let n = 0;\nfor (;;) {\n${code}\n}` : `const n = 0;\n${code}`;
+    return { body, count: this.count, lastByteEip };
+  }
+
+  private handled = true;
+
+  private emit(...code: string[]): void {
+    this.lines.push(...code);
+  }
+
+  private prefixes(start: number): Insn | null {
+    const cs32 = (this.mode & MODE_CS32) !== 0;
+    const insn: Insn = { eip: this.eip, start, next: 0, o32: cs32, a32: cs32, seg: -1, rep: 0 };
+    for (let n = 0; n < 14; n++) {
+      const b = this.d.u8();
+      switch (b) {
+        case 0x26: insn.seg = ES; continue;
+        case 0x2e: insn.seg = CS; continue;
+        case 0x36: insn.seg = SS; continue;
+        case 0x3e: insn.seg = DS; continue;
+        case 0x64: insn.seg = FS; continue;
+        case 0x65: insn.seg = GS; continue;
+        case 0x66: insn.o32 = !cs32; continue;
+        case 0x67: insn.a32 = !cs32; continue;
+        case 0xf0: continue;
+        case 0xf2: insn.rep = 2; continue;
+        case 0xf3: insn.rep = 1; continue;
+      }
+      this.d.pos--;
+      return insn;
+    }
+    return null;
+  }
+
+  private modrmMemory(insn: Insn, modrm: number): MemOperand {
+    const mod = modrm >> 6, rm = modrm & 7;
+    let seg = DS;
+    let offset: string;
+    if (insn.a32) {
+      const parts: string[] = [];
+      if (rm === 4) {
+        const sib = this.d.u8();
+        const base = sib & 7, index = (sib >> 3) & 7, scale = sib >> 6;
+        if (base === 5 && mod === 0) parts.push(hex(this.d.s32()));
+        else {
+          parts.push(`r[${base}]`);
+          if (base === 4 || base === 5) seg = SS;
+        }
+        if (index !== 4) parts.push(scale ? `(r[${index}] << ${scale})` : `r[${index}]`);
+      } else if (rm === 5 && mod === 0) {
+        parts.push(hex(this.d.s32()));
+      } else {
+        parts.push(`r[${rm}]`);
+        if (rm === 5) seg = SS;
+      }
+      if (mod === 1) parts.push(hex(this.d.s8()));
+      else if (mod === 2) parts.push(hex(this.d.s32()));
+      offset = parts.length === 1 && parts[0].startsWith('r[') ? parts[0] : `((${parts.join(' + ')}) | 0)`;
+    } else {
+      const w = (n: number) => `r16[${n << 1}]`;
+      const parts: string[] = [];
+      switch (rm) {
+        case 0: parts.push(w(3), w(6)); break;
+        case 1: parts.push(w(3), w(7)); break;
+        case 2: parts.push(w(5), w(6)); seg = SS; break;
+        case 3: parts.push(w(5), w(7)); seg = SS; break;
+        case 4: parts.push(w(6)); break;
+        case 5: parts.push(w(7)); break;
+        case 6:
+          if (mod === 0) parts.push(hex(this.d.u16()));
+          else { parts.push(w(5)); seg = SS; }
+          break;
+        default: parts.push(w(3)); break;
+      }
+      if (mod === 1) parts.push(hex(this.d.s8()));
+      else if (mod === 2) parts.push(hex(this.d.u16()));
+      offset = parts.length === 1 && mod !== 0 ? parts[0] : `((${parts.join(' + ')}) & 0xffff)`;
+      if (parts.length === 1) offset = parts[0];
+    }
+    return { seg: insn.seg >= 0 ? insn.seg : seg, offset };
+  }
+
+  /** Code loading operand `rm` (register or memory) of `width` into local `target`; memory reads may fault. */
+  private loadRm(insn: Insn, modrm: number, width: number, target: string): MemOperand | null {
+    if (modrm >= 0xc0) {
+      this.emit(`${target} = ${readReg(width, modrm & 7)};`);
+      return null;
+    }
+    const m = this.modrmMemory(insn, modrm);
+    this.faultPoint(insn);
+    this.emit(`${target} = c.rd${width}(${this.linear(m.seg, m.offset, width >> 3, false)});`);
+    return m;
+  }
+
+  /** Read-modify-write operand: checks writability first so a faulting write changes nothing. Leaves `l`. */
+  private loadRmw(insn: Insn, modrm: number, width: number, target: string): MemOperand | null {
+    if (modrm >= 0xc0) {
+      this.emit(`${target} = ${readReg(width, modrm & 7)};`);
+      return null;
+    }
+    const m = this.modrmMemory(insn, modrm);
+    this.faultPoint(insn);
+    if (this.flat && (m.seg === DS || m.seg === SS || m.seg === ES)) this.emit(`l = ${m.offset};`, `c.probeWrite(l, ${width >> 3});`);
+    else this.emit(`l = c.rmwAddress(${m.seg}, ${m.offset}, ${width >> 3});`);
+    this.emit(`${target} = c.rd${width}(l);`);
+    return m;
+  }
+
+  /** Stores `value` to the operand loaded by loadRmw (memory address in `l`), or to a register. */
+  private storeRmw(modrm: number, width: number, value: string): void {
+    if (modrm >= 0xc0) this.emit(writeReg(width, modrm & 7, value));
+    else this.emit(`c.wr${width}(l, ${value});`);
+  }
+
+  private storeRm(insn: Insn, modrm: number, width: number, value: string): void {
+    if (modrm >= 0xc0) {
+      this.emit(writeReg(width, modrm & 7, value));
+      return;
+    }
+    const m = this.modrmMemory(insn, modrm);
+    this.faultPoint(insn);
+    this.emit(`c.wr${width}(${this.linear(m.seg, m.offset, width >> 3, true)}, ${value});`);
+  }
+
+  private faultPoint(insn: Insn): void {
+    this.emit(`c.instrStart = ${hex(insn.eip)};`);
+  }
+
+  /** x = a OP b with the lazy-flags record; ADC/SBB go through the interpreter's helper (they read CF). */
+  private aluOp(op: number, width: number): void {
+    switch (op) {
+      case 0: this.emit('x = (a + b) | 0;', `c.setLazy(0, a, b, x, ${width});`); this.lastFlags = { kind: 'add', width }; return;
+      case 5: case 7: this.emit('x = (a - b) | 0;', `c.setLazy(1, a, b, x, ${width});`); this.lastFlags = { kind: 'sub', width }; return;
+      case 1: this.emit('x = a | b;', `c.setLazy(2, a, b, x, ${width});`); break;
+      case 4: this.emit('x = a & b;', `c.setLazy(2, a, b, x, ${width});`); break;
+      case 6: this.emit('x = a ^ b;', `c.setLazy(2, a, b, x, ${width});`); break;
+      default: this.emit(`x = c.alu(${op}, a, b, ${width});`); this.lastFlags = null; return;
+    }
+    this.lastFlags = { kind: 'logic', width };
+  }
+
+  /** A condition code as a JS boolean expression: from the last operation's operands when known. */
+  private condition(cc: number): string {
+    const f = this.lastFlags;
+    const negate = (cc & 1) !== 0;
+    let e: string | null = null;
+    if (f) {
+      const s = 32 - f.width;
+      const sx = (v: string) => (s === 0 ? v : `(${v} << ${s})`);
+      const ux = (v: string) => (f.width === 32 ? `(${v} >>> 0)` : f.width === 16 ? `(${v} & 0xffff)` : `(${v} & 0xff)`);
+      switch (cc >> 1) {
+        case 2: e = `${sx('x')} === 0`; break; // Z
+        case 4: e = `${sx('x')} < 0`; break; // S
+        case 1: if (f.kind === 'sub') e = `${ux('a')} < ${ux('b')}`; else if (f.kind === 'logic') e = 'false'; break; // B
+        case 3: if (f.kind === 'sub') e = `${ux('a')} <= ${ux('b')}`; else if (f.kind === 'logic') e = `${sx('x')} === 0`; break; // BE
+        case 6: if (f.kind === 'sub') e = `${sx('a')} < ${sx('b')}`; else if (f.kind === 'logic') e = `${sx('x')} < 0`; break; // L
+        case 7: if (f.kind === 'sub') e = `${sx('a')} <= ${sx('b')}`; else if (f.kind === 'logic') e = `${sx('x')} <= 0`; break; // LE
+      }
+    }
+    if (e === null) return negate ? `!c.condition(${cc & ~1})` : `c.condition(${cc})`;
+    return negate ? `!(${e})` : e;
+  }
+
+  /** A near jump target, checked against the CS limit. */
+  private jumpTo(insn: Insn, target: string): void {
+    this.faultPoint(insn);
+    this.emit(`c.nearJump(${target});`);
+  }
+
+  /**
+   * A jump back to the block's start stays in the generated function, for a bounded number of iterations
+   * (interrupts and timers are looked at between blocks) and only while nothing needs the run loop's attention.
+   */
+  private jumpToSelf(): void {
+    this.selfLoop = true;
+    this.emit(`n += ${this.count + 1};`, `if (n < ${LOOP_INSTRUCTIONS} && !c.attention) continue;`, `c.eip = ${hex(this.startEip)};`, 'return n;');
+  }
+
+  private relTarget(insn: Insn, disp: number): number {
+    return insn.o32 ? (insn.next + disp) | 0 : (insn.next + disp) & 0xffff;
+  }
+
+  private get flat(): boolean {
+    return (this.mode & MODE_FLAT) !== 0;
+  }
+
+  /** The linear address of seg:offset for an access of `size` bytes (code that may fault). */
+  private linear(seg: number, offset: string, size: number, write: boolean): string {
+    if (this.flat && (seg === DS || seg === SS || seg === ES)) return offset;
+    return `c.seg${write ? 'Write' : 'Read'}(${seg}, ${offset}, ${size})`;
+  }
+
+  private push(insn: Insn, value: string): void {
+    this.faultPoint(insn);
+    if (this.flat && insn.o32) this.emit(`v = ${value};`, 'l = (r[4] - 4) | 0;', 'c.wr32(l, v);', 'r[4] = l;');
+    else this.emit(`c.push${insn.o32 ? 32 : 16}(${value});`);
+  }
+
+  /** Pops into the local v. */
+  private pop(insn: Insn): void {
+    this.faultPoint(insn);
+    if (this.flat && insn.o32) this.emit('v = c.rd32(r[4]);', 'r[4] = (r[4] + 4) | 0;');
+    else this.emit(`v = c.pop${insn.o32 ? 32 : 16}();`);
+  }
+
+  /**
+   * Emits one instruction; returns false when it transfers control (the block ends). Sets `handled` unless it
+   * leaves the instruction to the interpreter. `flagsBefore` is the previous instruction's flag record, kept
+   * for the instructions that neither change flags nor use the locals a, b, x.
+   */
+  private instruction(insn: Insn, flagsBefore: BlockBuilder['lastFlags']): boolean {
+    this.handled = true;
+    this.lastFlags = null;
+    const d = this.d;
+    const op = d.u8();
+    const w = insn.o32 ? 32 : 16;
+    const fin = () => { insn.next = (insn.eip + (d.pos - insn.start)) | 0; };
+    if (TRANSPARENT.has(op) || (op === 0x0f && (d.peek() & 0xf0) === 0x80)) this.lastFlags = flagsBefore;
+
+    if (op < 0x40 && (op & 7) < 6) {
+      const alu = op >> 3;
+      const form = op & 7;
+      if (form === 4 || form === 5) {
+        const width = form === 4 ? 8 : w;
+        const imm = width === 8 ? d.u8() : insn.o32 ? d.s32() : d.u16();
+        fin();
+        this.emit(`a = ${readReg(width, 0)};`, `b = ${hex(imm)};`);
+        this.aluOp(alu, width);
+        if (alu !== 7) this.emit(writeReg(width, 0, 'x'));
+        return true;
+      }
+      const width = form & 1 ? w : 8;
+      const modrm = d.u8();
+      const reg = (modrm >> 3) & 7;
+      if (form < 2) {
+        // r/m OP= reg
+        if (alu === 7) this.loadRm(insn, modrm, width, 'a');
+        else this.loadRmw(insn, modrm, width, 'a');
+        fin();
+        this.emit(`b = ${readReg(width, reg)};`);
+        this.aluOp(alu, width);
+        if (alu !== 7) this.storeRmw(modrm, width, 'x');
+        return true;
+      }
+      // reg OP= r/m
+      this.loadRm(insn, modrm, width, 'b');
+      fin();
+      this.emit(`a = ${readReg(width, reg)};`);
+      this.aluOp(alu, width);
+      if (alu !== 7) this.emit(writeReg(width, reg, 'x'));
+      return true;
+    }
+
+    if (op >= 0x40 && op < 0x50) {
+      fin();
+      const reg = op & 7;
+      this.emit(writeReg(w, reg, `c.${op < 0x48 ? 'inc' : 'dec'}(${readReg(w, reg)}, ${w})`));
+      return true;
+    }
+    if (op >= 0x50 && op < 0x58) {
+      fin();
+      this.push(insn, readReg(w, op & 7));
+      return true;
+    }
+    if (op >= 0x58 && op < 0x60) {
+      fin();
+      this.pop(insn);
+      this.emit(writeReg(w, op & 7, 'v'));
+      return true;
+    }
+    if (op >= 0x70 && op < 0x80) {
+      const disp = d.s8();
+      fin();
+      this.conditionalJump(insn, op & 15, disp);
+      return true;
+    }
+    if (op >= 0x91 && op < 0x98) {
+      fin();
+      this.emit(`v = ${readReg(w, 0)};`, writeReg(w, 0, readReg(w, op & 7)), writeReg(w, op & 7, 'v'));
+      return true;
+    }
+    if (op >= 0xb0 && op < 0xb8) {
+      const imm = d.u8();
+      fin();
+      this.emit(writeReg(8, op & 7, hex(imm)));
+      return true;
+    }
+    if (op >= 0xb8 && op < 0xc0) {
+      const imm = d.imm(insn.o32);
+      fin();
+      this.emit(writeReg(w, op & 7, hex(imm)));
+      return true;
+    }
+
+    switch (op) {
+      case 0x0f: return this.instruction0f(insn, fin);
+      case 0x68: case 0x6a: {
+        const imm = op === 0x68 ? d.imm(insn.o32) : d.s8();
+        fin();
+        this.push(insn, hex(imm));
+        return true;
+      }
+      case 0x69: case 0x6b: {
+        const modrm = d.u8();
+        this.loadRm(insn, modrm, w, 'a');
+        const imm = op === 0x69 ? d.imm(insn.o32) : d.s8();
+        fin();
+        this.emit(`b = ${hex(imm)};`);
+        this.imul(w, (modrm >> 3) & 7);
+        this.lastFlags = null;
+        return true;
+      }
+      case 0x80: case 0x81: case 0x83: {
+        const width = op === 0x80 ? 8 : w;
+        const modrm = d.u8();
+        const alu = (modrm >> 3) & 7;
+        if (alu === 7) this.loadRm(insn, modrm, width, 'a');
+        else this.loadRmw(insn, modrm, width, 'a');
+        let imm = op === 0x81 ? d.imm(insn.o32) : op === 0x80 ? d.u8() : d.s8();
+        if (width === 16) imm &= 0xffff;
+        fin();
+        this.emit(`b = ${hex(imm)};`);
+        this.aluOp(alu, width);
+        if (alu !== 7) this.storeRmw(modrm, width, 'x');
+        return true;
+      }
+      case 0x84: case 0x85: {
+        const width = op === 0x84 ? 8 : w;
+        const modrm = d.u8();
+        this.loadRm(insn, modrm, width, 'a');
+        fin();
+        this.emit(`b = ${readReg(width, (modrm >> 3) & 7)};`);
+        this.aluOp(4, width);
+        return true;
+      }
+      case 0x86: case 0x87: {
+        const width = op === 0x86 ? 8 : w;
+        const modrm = d.u8();
+        const reg = (modrm >> 3) & 7;
+        this.loadRmw(insn, modrm, width, 'a');
+        fin();
+        this.emit(`v = ${readReg(width, reg)};`);
+        this.storeRmw(modrm, width, 'v');
+        this.emit(writeReg(width, reg, 'a'));
+        return true;
+      }
+      case 0x88: case 0x89: {
+        const width = op === 0x88 ? 8 : w;
+        const modrm = d.u8();
+        const reg = (modrm >> 3) & 7;
+        this.storeRm(insn, modrm, width, readReg(width, reg));
+        fin();
+        return true;
+      }
+      case 0x8a: case 0x8b: {
+        const width = op === 0x8a ? 8 : w;
+        const modrm = d.u8();
+        this.loadRm(insn, modrm, width, 'v');
+        fin();
+        this.emit(writeReg(width, (modrm >> 3) & 7, 'v'));
+        return true;
+      }
+      case 0x8d: {
+        const modrm = d.u8();
+        if (modrm >= 0xc0) break;
+        const m = this.modrmMemory(insn, modrm);
+        fin();
+        this.emit(writeReg(w, (modrm >> 3) & 7, m.offset));
+        return true;
+      }
+      case 0x90:
+        if (insn.rep === 2) break;
+        fin();
+        return true;
+      case 0x98:
+        fin();
+        this.emit(insn.o32 ? 'r[0] = r16[0] << 16 >> 16;' : 'r16[0] = r8[0] << 24 >> 24;');
+        return true;
+      case 0x99:
+        fin();
+        this.emit(insn.o32 ? 'r[2] = r[0] >> 31;' : 'r16[4] = (r16[0] << 16) >> 31;');
+        return true;
+      case 0xa0: case 0xa1: case 0xa2: case 0xa3: {
+        const off = insn.a32 ? d.s32() : d.u16();
+        fin();
+        const width = op & 1 ? w : 8;
+        const seg = insn.seg >= 0 ? insn.seg : DS;
+        this.faultPoint(insn);
+        if (op < 0xa2) this.emit(`v = c.rd${width}(${this.linear(seg, hex(off), width >> 3, false)});`, writeReg(width, 0, 'v'));
+        else this.emit(`c.wr${width}(${this.linear(seg, hex(off), width >> 3, true)}, ${readReg(width, 0)});`);
+        return true;
+      }
+      case 0xa8: case 0xa9: {
+        const width = op === 0xa8 ? 8 : w;
+        const imm = width === 8 ? d.u8() : d.imm(insn.o32);
+        fin();
+        this.emit(`a = ${readReg(width, 0)};`, `b = ${hex(imm)};`);
+        this.aluOp(4, width);
+        return true;
+      }
+      case 0xc0: case 0xc1: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        const width = op & 1 ? w : 8;
+        const modrm = d.u8();
+        this.loadRmw(insn, modrm, width, 'a');
+        const count = op <= 0xc1 ? d.u8() & 31 : op <= 0xd1 ? 1 : -1;
+        fin();
+        const sub = (modrm >> 3) & 7;
+        if (count === 0) return true;
+        this.lastFlags = null;
+        if (count > 0 && width === 32 && sub >= 4) {
+          // Constant 32-bit SHL/SHR/SAR inline: CF is the last bit out; OF as the interpreter defines it.
+          if (sub === 5) this.emit(`b = (a >>> ${count - 1}) & 1;`, `x = a >>> ${count};`, 'c.setResultFlags(x, 32, b, a < 0);');
+          else if (sub === 7) this.emit(`b = (a >> ${count - 1}) & 1;`, `x = a >> ${count};`, 'c.setResultFlags(x, 32, b, false);');
+          else this.emit(`b = (a >>> ${32 - count}) & 1;`, `x = a << ${count};`, 'c.setResultFlags(x, 32, b, (x >>> 31) !== b);');
+          this.storeRmw(modrm, width, 'x');
+          return true;
+        }
+        if (count > 0) {
+          this.storeRmw(modrm, width, `c.shift(${sub}, a, ${count}, ${width})`);
+          return true;
+        }
+        this.emit('b = r8[4] & 31;', 'if (b !== 0) {');
+        this.storeRmw(modrm, width, `c.shift(${sub}, a, b, ${width})`);
+        this.emit('}');
+        return true;
+      }
+      case 0xc2: case 0xc3: {
+        const n = op === 0xc2 ? d.u16() : 0;
+        fin();
+        this.pop(insn);
+        this.emit('c.nearJump(v);');
+        if (n) this.emit(`c.releaseStack(${n});`);
+        return false;
+      }
+      case 0xc6: case 0xc7: {
+        const width = op === 0xc6 ? 8 : w;
+        const modrm = d.u8();
+        if ((modrm & 0x38) !== 0) break;
+        if (modrm >= 0xc0) {
+          const imm = width === 8 ? d.u8() : d.imm(insn.o32);
+          fin();
+          this.emit(writeReg(width, modrm & 7, hex(imm)));
+          return true;
+        }
+        const m = this.modrmMemory(insn, modrm);
+        const imm = width === 8 ? d.u8() : d.imm(insn.o32);
+        fin();
+        this.faultPoint(insn);
+        this.emit(`c.wr${width}(${this.linear(m.seg, m.offset, width >> 3, true)}, ${hex(imm)});`);
+        return true;
+      }
+      case 0xe8: {
+        const disp = d.imm(insn.o32);
+        fin();
+        const target = this.relTarget(insn, insn.o32 ? disp : (disp << 16) >> 16);
+        this.faultPoint(insn);
+        this.emit(`c.checkNearTarget(${hex(target)});`);
+        this.push(insn, hex(insn.next));
+        this.emit(`c.eip = ${hex(target)};`);
+        return false;
+      }
+      case 0xe9: case 0xeb: {
+        const disp = op === 0xeb ? d.s8() : insn.o32 ? d.s32() : (d.u16() << 16) >> 16;
+        fin();
+        const target = this.relTarget(insn, disp);
+        if (target === this.startEip) this.jumpToSelf();
+        else this.jumpTo(insn, hex(target));
+        return false;
+      }
+      case 0xf6: case 0xf7: {
+        const width = op === 0xf6 ? 8 : w;
+        const modrm = d.u8();
+        const sub = (modrm >> 3) & 7;
+        if (sub === 0 || sub === 1) {
+          this.loadRm(insn, modrm, width, 'a');
+          const imm = width === 8 ? d.u8() : d.imm(insn.o32);
+          fin();
+          this.emit(`b = ${hex(imm)};`);
+          this.aluOp(4, width);
+          return true;
+        }
+        if (sub === 2 || sub === 3) {
+          this.loadRmw(insn, modrm, width, 'b');
+          fin();
+          if (sub === 2) this.storeRmw(modrm, width, '~b');
+          else {
+            this.emit('a = 0;');
+            this.aluOp(5, width);
+            this.lastFlags = null;
+            this.storeRmw(modrm, width, 'x');
+          }
+          return true;
+        }
+        this.loadRm(insn, modrm, width, 'a');
+        fin();
+        this.faultPoint(insn);
+        this.emit(`c.mulDiv(${sub}, a, ${width});`);
+        this.lastFlags = null;
+        return true;
+      }
+      case 0xfe: case 0xff: {
+        const width = op === 0xfe ? 8 : w;
+        const modrm = d.u8();
+        const sub = (modrm >> 3) & 7;
+        if (sub === 0 || sub === 1) {
+          this.loadRmw(insn, modrm, width, 'a');
+          fin();
+          this.storeRmw(modrm, width, `c.${sub === 0 ? 'inc' : 'dec'}(a, ${width})`);
+          this.lastFlags = null;
+          return true;
+        }
+        if (op === 0xfe) break;
+        if (sub === 2) {
+          this.loadRm(insn, modrm, w, 'v');
+          fin();
+          this.faultPoint(insn);
+          this.emit('c.checkNearTarget(v);', 'x = v;');
+          this.push(insn, hex(insn.next));
+          this.emit('c.eip = x;');
+          return false;
+        }
+        if (sub === 4) {
+          this.loadRm(insn, modrm, w, 'v');
+          fin();
+          this.jumpTo(insn, 'v');
+          return false;
+        }
+        if (sub === 6) {
+          this.loadRm(insn, modrm, w, 'v');
+          fin();
+          this.push(insn, 'v');
+          return true;
+        }
+        break;
+      }
+    }
+    this.handled = false;
+    return false;
+  }
+
+  /** reg = a * b (signed, truncated); CF = OF = the product did not fit. */
+  private imul(width: number, reg: number): void {
+    if (width === 32) {
+      // The double product is exact whenever the true product fits in 32 bits, and outside that range otherwise.
+      this.emit('x = Math.imul(a, b);', 'v = a * b !== x ? 1 : 0;', 'c.setResultFlags(x, 32, v, v !== 0);', writeReg(32, reg, 'x'));
+    } else this.emit(writeReg(width, reg, `c.imul(a, b, ${width})`));
+  }
+
+  /** Jcc: the taken path leaves the block (or loops to its start); the block goes on with the fall-through. */
+  private conditionalJump(insn: Insn, cc: number, disp: number): void {
+    const target = this.relTarget(insn, disp);
+    this.emit(`if (${this.condition(cc)}) {`);
+    if (target === this.startEip) this.jumpToSelf();
+    else {
+      this.jumpTo(insn, hex(target));
+      this.emit(`return n + ${this.count + 1};`);
+    }
+    this.emit('}');
+  }
+
+  private instruction0f(insn: Insn, fin: () => void): boolean {
+    const d = this.d;
+    const op = d.u8();
+    const w = insn.o32 ? 32 : 16;
+    if (op >= 0x80 && op < 0x90) {
+      const disp = insn.o32 ? d.s32() : (d.u16() << 16) >> 16;
+      fin();
+      this.conditionalJump(insn, op & 15, disp);
+      return true;
+    }
+    if (op >= 0x90 && op < 0xa0) {
+      const modrm = d.u8();
+      if (modrm >= 0xc0) {
+        fin();
+        this.emit(writeReg(8, modrm & 7, `${this.condition(op & 15)} ? 1 : 0`));
+        return true;
+      }
+      const m = this.modrmMemory(insn, modrm);
+      fin();
+      this.faultPoint(insn);
+      this.emit(`c.wr8(${this.linear(m.seg, m.offset, 1, true)}, ${this.condition(op & 15)} ? 1 : 0);`);
+      return true;
+    }
+    if (op >= 0x40 && op < 0x50) {
+      const modrm = d.u8();
+      this.loadRm(insn, modrm, w, 'v');
+      fin();
+      this.emit(`if (${this.condition(op & 15)}) ${writeReg(w, (modrm >> 3) & 7, 'v')}`);
+      return true;
+    }
+    switch (op) {
+      case 0xb6: case 0xb7: case 0xbe: case 0xbf: {
+        const modrm = d.u8();
+        const src = op & 1 ? 16 : 8;
+        this.loadRm(insn, modrm, src, 'v');
+        fin();
+        const value = op < 0xb8 ? 'v' : src === 8 ? '((v << 24) >> 24)' : '((v << 16) >> 16)';
+        this.emit(writeReg(w, (modrm >> 3) & 7, value));
+        return true;
+      }
+      case 0xaf: {
+        const modrm = d.u8();
+        const reg = (modrm >> 3) & 7;
+        this.loadRm(insn, modrm, w, 'b');
+        fin();
+        this.emit(`a = ${readReg(w, reg)};`);
+        this.imul(w, reg);
+        this.lastFlags = null;
+        return true;
+      }
+    }
+    this.handled = false;
+    return false;
+  }
+
+}
+
+/**
+ * Compiles the block whose first instruction is at RAM index `start` (EIP `eip`), not crossing `pageEnd`.
+ * Returns null when not even one instruction fits in the page.
+ */
+export function compileBlock(host: BlockHost, ram: Uint8Array, start: number, pageEnd: number, eip: number, mode: number,
+  countFallback?: (bytes: string) => void): CompiledBlock | null {
+  const decoder = new Decoder(ram, start, pageEnd);
+  const built = new BlockBuilder(decoder, mode, eip, countFallback !== undefined).build();
+  if (!built) return null;
+  const h = host as { regs: Int32Array };
+  const regs = h.regs;
+  const factory = new Function('c', 'r', 'r16', 'r8', 'countFallback',
+    `return function block() {\nlet a = 0, b = 0, x = 0, v = 0, l = 0;\n${built.body}\n};`) as
+    (c: BlockHost, r: Int32Array, r16: Uint16Array, r8: Uint8Array, countFallback?: (bytes: string) => void) => () => number;
+  const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), countFallback);
+  return { run, eip, lastByteEip: built.lastByteEip, start, end: decoder.pos, mode };
+}
