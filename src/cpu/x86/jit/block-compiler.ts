@@ -27,17 +27,32 @@ export interface CompiledBlock {
   readonly eip: number;
   /** EIP of the last byte of the block, for the CS limit check on entry. */
   readonly lastByteEip: number;
-  /** RAM index of the first and one past the last byte. */
+  /** RAM index of the first instruction. */
   readonly start: number;
-  readonly end: number;
+  /** The RAM bytes the block was compiled from lie in [codeStart, codeEnd). */
+  readonly codeStart: number;
+  readonly codeEnd: number;
   readonly mode: number;
 }
 
-/** The interpreter object the generated code runs against (see X86Cpu; members are reached by name). */
+/** The interpreter object the generated code runs against (see X86Cpu; its members are reached by name). */
 export type BlockHost = object;
 
-const MAX_INSTRUCTIONS = 64;
-/** Instructions a block looping on itself runs before returning to the run loop. */
+/** The arrays a block closes over: registers, guest RAM and the TLB (X86Cpu's fields of those names). */
+interface BlockHostState {
+  regs: Int32Array;
+  ram: Uint8Array;
+  ram32: Int32Array;
+  tlbRead: Int32Array;
+  tlbWrite: Int32Array;
+}
+
+type BlockFactory = (c: BlockHost, r: Int32Array, r16: Uint16Array, r8: Uint8Array, ram: Uint8Array, ram32: Int32Array,
+  tlbRead: Int32Array, tlbWrite: Int32Array, countFallback?: (bytes: string) => void) => () => number;
+
+/** Instructions in one block at most. */
+const MAX_INSTRUCTIONS = 256;
+/** Instructions a block runs before a backward jump returns to the run loop (interrupts, timers). */
 const LOOP_INSTRUCTIONS = 4096;
 
 const REG8 = (n: number) => (n < 4 ? n << 2 : ((n - 4) << 2) + 1);
@@ -91,6 +106,10 @@ class Decoder {
     const b0 = this.u8(), b1 = this.u8(), b2 = this.u8();
     return b0 | (b1 << 8) | (b2 << 16) | (this.u8() << 24);
   }
+  inPage(pos: number): boolean {
+    return pos >= this.limit - 4096 && pos < this.limit;
+  }
+
   /** The next byte without consuming it (-1 at the page end). */
   peek(): number {
     return this.pos < this.limit ? this.ram[this.pos] : -1;
@@ -114,6 +133,11 @@ const TRANSPARENT = new Set<number>([
   0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f,
 ]);
 
+/** Marks the statement that records an instruction's flags (all six status flags, nothing read). */
+const FLAGS = '/*flags*/';
+/** Statements after which the flags may be read: helpers that use them, the interpreter, block exits. */
+const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|step|mulDiv|imul|getCF)\(/;
+
 /** Thrown by the decoder when an instruction runs past the page: the block ends before it. */
 const PAGE_END = new Error('page end');
 
@@ -123,88 +147,217 @@ interface MemOperand {
   offset: string;
 }
 
+/** How an instruction passes control on. */
+type Control =
+  | { kind: 'next' }
+  | { kind: 'jcc'; cond: string; target: number }
+  | { kind: 'jmp'; target: number }
+  /** The instruction's code set EIP itself (calls, returns, indirect jumps). */
+  | { kind: 'exit' }
+  /** Left to the interpreter. */
+  | { kind: 'fallback' };
+
+/** One decoded instruction: its code, its successor, and how control goes on. */
+interface Step {
+  eip: number;
+  /** RAM index of the first byte and one past the last. */
+  pos: number;
+  end: number;
+  next: number;
+  lines: string[];
+  control: Control;
+}
+
 /**
- * Generates the code of one block. `emit` collects statements; each handled instruction appends its code and
- * returns whether the block goes on after it.
+ * Generates the code of one block: the instructions reachable from its start inside the 4 KiB page
+ * (following both ways of conditional branches and direct jumps, up to MAX_INSTRUCTIONS). Jump targets inside
+ * the block become `case` labels of a switch in a loop, so loops and if/else inside a page run without
+ * returning to the run loop; every other transfer leaves the block with EIP set.
  */
 class BlockBuilder {
-  private readonly lines: string[] = [];
-  private count = 0;
-  /** The last flag-setting operation in this block, while its operands are still in the locals a, b, x. */
+  private lines: string[] = [];
+  /** The last flag-setting operation, while its operands are still in the locals a, b, x. */
   private lastFlags: { kind: 'add' | 'sub' | 'logic'; width: number } | null = null;
+  private control: Control = { kind: 'next' };
+  private handled = true;
+  private readonly startPos: number;
 
-  /** Set when the block ends in a jump back to its own start: the body then runs in a JS loop. */
-  private selfLoop = false;
-  private readonly startEip: number;
-
-  constructor(private readonly d: Decoder, private readonly mode: number, private eip: number, private readonly countFallbacks: boolean) {
-    this.startEip = eip;
+  constructor(private readonly d: Decoder, private readonly mode: number, private readonly startEip: number, private readonly countFallbacks: boolean) {
+    this.startPos = d.pos;
   }
 
-  build(): { body: string; count: number; lastByteEip: number } | null {
-    for (;;) {
-      const start = this.d.pos;
-      const mark = this.lines.length;
-      const before = this.lastFlags;
-      let insn: Insn | null = null;
-      let goesOn = false;
-      this.handled = false;
-      try {
-        insn = this.prefixes(start);
-        if (insn) goesOn = this.instruction(insn, before);
-      } catch (e) {
-        if (e !== PAGE_END) throw e;
-        // The instruction runs past the page: the block ends before it.
-        this.lines.length = mark;
-        if (this.count === 0) return null;
-        return this.finish(this.eip, this.eip - 1);
-      }
-      if (!insn || !this.handled) {
-        // Not handled here: the interpreter executes it (it fetches and checks it itself), and the block ends.
-        this.lines.length = mark;
-        if (this.countFallbacks) {
-          const bytes = Array.from(this.d.bytesAt(start, 3), (b) => b.toString(16).padStart(2, '0')).join(' ');
-          this.emit(`countFallback('${bytes}');`);
-        }
-        this.emit(`c.eip = ${hex(this.eip)};`, 'c.step();');
-        this.count++;
-        this.emit(`return n + ${this.count};`);
-        return this.assemble(this.eip);
-      }
-      this.count++;
-      this.eip = insn.next;
-      if (!goesOn) {
-        this.emit(`return n + ${this.count};`);
-        return this.assemble(insn.next - 1);
-      }
-      if (this.count >= MAX_INSTRUCTIONS || !this.d.has(1)) return this.finish(this.eip, this.eip - 1);
+  private eipAt(pos: number): number {
+    return (this.startEip + (pos - this.startPos)) | 0;
+  }
+
+  /** RAM index of EIP `eip` if it lies in the page, else -1. */
+  private posOf(eip: number): number {
+    const pos = this.startPos + (eip - this.startEip);
+    return this.d.inPage(pos) ? pos : -1;
+  }
+
+  /** Decodes and generates one instruction; null when it runs past the page. */
+  private step(pos: number): Step | null {
+    this.d.pos = pos;
+    this.lines = [];
+    this.control = { kind: 'next' };
+    this.handled = false;
+    const before = this.lastFlags;
+    const eip = this.eipAt(pos);
+    let insn: Insn | null = null;
+    try {
+      insn = this.prefixes(pos, eip);
+      if (insn && !this.instruction(insn, before) && this.control.kind === 'next') this.control = { kind: 'exit' };
+    } catch (e) {
+      if (e !== PAGE_END) throw e;
+      return null;
     }
+    if (!insn || !this.handled) {
+      this.lastFlags = null;
+      return { eip, pos, end: pos + 1, next: eip, lines: [], control: { kind: 'fallback' } };
+    }
+    return { eip, pos, end: this.d.pos, next: insn.next, lines: this.lines, control: this.control };
   }
 
-  private finish(nextEip: number, lastByteEip: number): { body: string; count: number; lastByteEip: number } {
-    this.emit(`c.eip = ${hex(nextEip)};`, `return n + ${this.count};`);
-    return this.assemble(lastByteEip);
+  build(): { body: string; lastByteEip: number; codeStart: number; codeEnd: number } | null {
+    // Pass 1: find the instructions and the jump targets inside the block.
+    const steps = new Map<number, Step | null>();
+    const leaders = new Set<number>([this.startPos]);
+    const work = [this.startPos];
+    while (work.length > 0 && steps.size < MAX_INSTRUCTIONS) {
+      const pos = work.pop()!;
+      if (steps.has(pos)) continue;
+      this.lastFlags = null;
+      const step = this.step(pos);
+      steps.set(pos, step);
+      if (step === null) continue;
+      const c = step.control;
+      if (c.kind === 'next' || c.kind === 'jcc') {
+        const next = this.posOf(step.next);
+        if (next >= 0) work.push(next);
+      }
+      if (c.kind === 'jcc' || c.kind === 'jmp') {
+        const target = this.posOf(c.target);
+        if (target >= 0) {
+          leaders.add(target);
+          work.push(target);
+        }
+      }
+    }
+    if (steps.get(this.startPos) === null) return null;
+    const order = [...steps.keys()].filter((p) => steps.get(p) !== null || p === this.startPos).sort((x, y) => x - y);
+    // A fall-through to anything but the next instruction in address order (overlapping code) needs a label.
+    order.forEach((pos, i) => {
+      const step = steps.get(pos);
+      if (step && (step.control.kind === 'next' || step.control.kind === 'jcc') && order[i + 1] !== step.end && steps.has(step.end)) leaders.add(step.end);
+    });
+    const labels = new Map<number, number>();
+    for (const pos of order) if (leaders.has(pos)) labels.set(pos, labels.size);
+
+    // Pass 2: generate, in address order, with flag knowledge flowing along fall-through paths.
+    const out: string[] = [];
+    let pending = 0; // instructions executed since the last `n +=` on this path
+    let lastByteEip = this.startEip;
+    let end = this.startPos;
+    const codeStart = order[0];
+    let internalJumps = false;
+    const exitTo = (targetEip: number, fromPos: number, faultEip: number): void => {
+      const target = this.posOf(targetEip);
+      const label = target >= 0 && steps.get(target) ? labels.get(target) : undefined;
+      if (label === undefined) {
+        out.push(`c.instrStart = ${hex(faultEip)};`, `c.nearJump(${hex(targetEip)});`, `return n + ${pending};`);
+        return;
+      }
+      internalJumps = true;
+      if (target <= fromPos) {
+        out.push(`n += ${pending};`, `if (n >= ${LOOP_INSTRUCTIONS} || c.attention) { c.eip = ${hex(targetEip)}; return n; }`, `pc = ${label};`, 'continue;');
+      } else {
+        out.push(`n += ${pending};`, `pc = ${label};`, 'continue;');
+      }
+    };
+    this.lastFlags = null;
+    for (let i = 0; i < order.length; i++) {
+      const pos = order[i];
+      const label = labels.get(pos);
+      if (label !== undefined) {
+        if (pending > 0) out.push(`n += ${pending};`);
+        pending = 0;
+        out.push(`case ${label}:`);
+        this.lastFlags = null;
+      }
+      const step = steps.get(pos) === null ? null : this.step(pos);
+      if (step === null) {
+        // The instruction crosses the page: the interpreter takes it from here.
+        out.push(`c.eip = ${hex(this.eipAt(pos))};`, `return n + ${pending};`);
+        lastByteEip = Math.max(lastByteEip, this.eipAt(pos) - 1);
+        continue;
+      }
+      end = Math.max(end, step.end);
+      lastByteEip = Math.max(lastByteEip, step.control.kind === 'fallback' ? step.eip : step.next - 1);
+      if (step.control.kind === 'fallback') {
+        if (this.countFallbacks) {
+          const bytes = Array.from(this.d.bytesAt(pos, 3), (b) => b.toString(16).padStart(2, '0')).join(' ');
+          out.push(`countFallback('${bytes}');`);
+        }
+        out.push(`c.eip = ${hex(step.eip)};`, 'c.step();', `return n + ${pending + 1};`);
+        pending = 0;
+        continue;
+      }
+      out.push(...step.lines);
+      pending++;
+      const c = step.control;
+      if (c.kind === 'exit') {
+        out.push(`return n + ${pending};`);
+        pending = 0;
+        continue;
+      }
+      if (c.kind === 'jmp') {
+        exitTo(c.target, pos, step.eip);
+        pending = 0;
+        continue;
+      }
+      if (c.kind === 'jcc') {
+        out.push(`if (${c.cond}) {`);
+        exitTo(c.target, pos, step.eip);
+        out.push('}');
+      }
+      if (order[i + 1] !== step.end) {
+        // The next instruction is not in this block (or not right after): go there.
+        exitTo(step.next, pos, step.eip);
+        pending = 0;
+      }
+    }
+    this.lines = out;
+    this.dropDeadFlagRecords();
+    // Without jumps inside the block, the labels go and the code runs straight.
+    const code = this.lines.filter((l) => l !== '' && (internalJumps || !l.startsWith('case '))).join('\n');
+    const body = internalJumps ? `let n = 0, pc = ${labels.get(this.startPos)};\nfor (;;) {\nswitch (pc) {\n${code}\n}\n}` : `let n = 0;\n${code}`;
+    return { body, lastByteEip, codeStart, codeEnd: end };
   }
 
   /**
-   * The function body. `n` counts the instructions of completed passes when the block loops on itself;
-   * each exit returns it plus the instructions executed in the current pass.
+   * A flag record that a later one in the block replaces before anything reads flags or leaves the block is
+   * not written. (A fault in between then pushes EFLAGS without it; the restarted code still computes the
+   * same results, since the overwriting instruction comes before every reader.)
    */
-  private assemble(lastByteEip: number): { body: string; count: number; lastByteEip: number } {
-    const code = this.lines.join('\n');
-    const body = this.selfLoop ? `let n = 0;\nfor (;;) {\n${code}\n}` : `const n = 0;\n${code}`;
-    return { body, count: this.count, lastByteEip };
+  private dropDeadFlagRecords(): void {
+    let live = true;
+    for (let i = this.lines.length - 1; i >= 0; i--) {
+      const line = this.lines[i];
+      if (line.startsWith(FLAGS)) {
+        if (!live) this.lines[i] = '';
+        live = false;
+      } else if (READS_FLAGS.test(line)) live = true;
+    }
   }
-
-  private handled = true;
 
   private emit(...code: string[]): void {
     this.lines.push(...code);
   }
 
-  private prefixes(start: number): Insn | null {
+  private prefixes(start: number, eip: number): Insn | null {
     const cs32 = (this.mode & MODE_CS32) !== 0;
-    const insn: Insn = { eip: this.eip, start, next: 0, o32: cs32, a32: cs32, seg: -1, rep: 0 };
+    const insn: Insn = { eip, start, next: 0, o32: cs32, a32: cs32, seg: -1, rep: 0 };
     for (let n = 0; n < 14; n++) {
       const b = this.d.u8();
       switch (b) {
@@ -282,8 +435,27 @@ class BlockBuilder {
     }
     const m = this.modrmMemory(insn, modrm);
     this.faultPoint(insn);
-    this.emit(`${target} = c.rd${width}(${this.linear(m.seg, m.offset, width >> 3, false)});`);
+    this.readMemory(width, this.linear(m.seg, m.offset, width >> 3, false), target);
     return m;
+  }
+
+  /**
+   * target = the `width`-bit value at linear address `address` (left in l). Aligned dwords and bytes of pages
+   * in the TLB are read inline; everything else goes through the CPU's access functions.
+   */
+  private readMemory(width: number, address: string, target: string): void {
+    if (address !== 'l') this.emit(`l = ${address};`);
+    if (width === 32) this.emit('e = tlbRead[l >>> 12];', `${target} = (e & am) === am && (l & 3) === 0 ? ram32[(e & -4096 | l & 4095) >> 2] : c.rd32(l);`);
+    else if (width === 8) this.emit('e = tlbRead[l >>> 12];', `${target} = (e & am) === am ? ram[e & -4096 | l & 4095] : c.rd8(l);`);
+    else this.emit(`${target} = c.rd16(l);`);
+  }
+
+  /** The `width`-bit `value` (an expression without side effects) to linear address `address` (left in l). */
+  private writeMemory(width: number, address: string, value: string): void {
+    if (address !== 'l') this.emit(`l = ${address};`);
+    if (width === 32) this.emit('e = tlbWrite[l >>> 12];', `if ((e & am) === am && (l & 3) === 0) ram32[(e & -4096 | l & 4095) >> 2] = ${value}; else c.wr32(l, ${value});`);
+    else if (width === 8) this.emit('e = tlbWrite[l >>> 12];', `if ((e & am) === am) ram[e & -4096 | l & 4095] = ${value}; else c.wr8(l, ${value});`);
+    else this.emit(`c.wr16(l, ${value});`);
   }
 
   /** Read-modify-write operand: checks writability first so a faulting write changes nothing. Leaves `l`. */
@@ -296,14 +468,14 @@ class BlockBuilder {
     this.faultPoint(insn);
     if (this.flat && (m.seg === DS || m.seg === SS || m.seg === ES)) this.emit(`l = ${m.offset};`, `c.probeWrite(l, ${width >> 3});`);
     else this.emit(`l = c.rmwAddress(${m.seg}, ${m.offset}, ${width >> 3});`);
-    this.emit(`${target} = c.rd${width}(l);`);
+    this.readMemory(width, 'l', target);
     return m;
   }
 
   /** Stores `value` to the operand loaded by loadRmw (memory address in `l`), or to a register. */
   private storeRmw(modrm: number, width: number, value: string): void {
     if (modrm >= 0xc0) this.emit(writeReg(width, modrm & 7, value));
-    else this.emit(`c.wr${width}(l, ${value});`);
+    else this.writeMemory(width, 'l', value);
   }
 
   private storeRm(insn: Insn, modrm: number, width: number, value: string): void {
@@ -313,7 +485,7 @@ class BlockBuilder {
     }
     const m = this.modrmMemory(insn, modrm);
     this.faultPoint(insn);
-    this.emit(`c.wr${width}(${this.linear(m.seg, m.offset, width >> 3, true)}, ${value});`);
+    this.writeMemory(width, this.linear(m.seg, m.offset, width >> 3, true), value);
   }
 
   private faultPoint(insn: Insn): void {
@@ -323,11 +495,11 @@ class BlockBuilder {
   /** x = a OP b with the lazy-flags record; ADC/SBB go through the interpreter's helper (they read CF). */
   private aluOp(op: number, width: number): void {
     switch (op) {
-      case 0: this.emit('x = (a + b) | 0;', `c.setLazy(0, a, b, x, ${width});`); this.lastFlags = { kind: 'add', width }; return;
-      case 5: case 7: this.emit('x = (a - b) | 0;', `c.setLazy(1, a, b, x, ${width});`); this.lastFlags = { kind: 'sub', width }; return;
-      case 1: this.emit('x = a | b;', `c.setLazy(2, a, b, x, ${width});`); break;
-      case 4: this.emit('x = a & b;', `c.setLazy(2, a, b, x, ${width});`); break;
-      case 6: this.emit('x = a ^ b;', `c.setLazy(2, a, b, x, ${width});`); break;
+      case 0: this.emit('x = (a + b) | 0;', `${FLAGS}c.setLazy(0, a, b, x, ${width});`); this.lastFlags = { kind: 'add', width }; return;
+      case 5: case 7: this.emit('x = (a - b) | 0;', `${FLAGS}c.setLazy(1, a, b, x, ${width});`); this.lastFlags = { kind: 'sub', width }; return;
+      case 1: this.emit('x = a | b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
+      case 4: this.emit('x = a & b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
+      case 6: this.emit('x = a ^ b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
       default: this.emit(`x = c.alu(${op}, a, b, ${width});`); this.lastFlags = null; return;
     }
     this.lastFlags = { kind: 'logic', width };
@@ -361,15 +533,6 @@ class BlockBuilder {
     this.emit(`c.nearJump(${target});`);
   }
 
-  /**
-   * A jump back to the block's start stays in the generated function, for a bounded number of iterations
-   * (interrupts and timers are looked at between blocks) and only while nothing needs the run loop's attention.
-   */
-  private jumpToSelf(): void {
-    this.selfLoop = true;
-    this.emit(`n += ${this.count + 1};`, `if (n < ${LOOP_INSTRUCTIONS} && !c.attention) continue;`, `c.eip = ${hex(this.startEip)};`, 'return n;');
-  }
-
   private relTarget(insn: Insn, disp: number): number {
     return insn.o32 ? (insn.next + disp) | 0 : (insn.next + disp) & 0xffff;
   }
@@ -386,14 +549,21 @@ class BlockBuilder {
 
   private push(insn: Insn, value: string): void {
     this.faultPoint(insn);
-    if (this.flat && insn.o32) this.emit(`v = ${value};`, 'l = (r[4] - 4) | 0;', 'c.wr32(l, v);', 'r[4] = l;');
+    if (this.flat && insn.o32) {
+      this.emit(`v = ${value};`);
+      this.writeMemory(32, '(r[4] - 4) | 0', 'v');
+      this.emit('r[4] = l;');
+    }
     else this.emit(`c.push${insn.o32 ? 32 : 16}(${value});`);
   }
 
   /** Pops into the local v. */
   private pop(insn: Insn): void {
     this.faultPoint(insn);
-    if (this.flat && insn.o32) this.emit('v = c.rd32(r[4]);', 'r[4] = (r[4] + 4) | 0;');
+    if (this.flat && insn.o32) {
+      this.readMemory(32, 'r[4]', 'v');
+      this.emit('r[4] = (r[4] + 4) | 0;');
+    }
     else this.emit(`v = c.pop${insn.o32 ? 32 : 16}();`);
   }
 
@@ -580,8 +750,10 @@ class BlockBuilder {
         const width = op & 1 ? w : 8;
         const seg = insn.seg >= 0 ? insn.seg : DS;
         this.faultPoint(insn);
-        if (op < 0xa2) this.emit(`v = c.rd${width}(${this.linear(seg, hex(off), width >> 3, false)});`, writeReg(width, 0, 'v'));
-        else this.emit(`c.wr${width}(${this.linear(seg, hex(off), width >> 3, true)}, ${readReg(width, 0)});`);
+        if (op < 0xa2) {
+          this.readMemory(width, this.linear(seg, hex(off), width >> 3, false), 'v');
+          this.emit(writeReg(width, 0, 'v'));
+        } else this.writeMemory(width, this.linear(seg, hex(off), width >> 3, true), readReg(width, 0));
         return true;
       }
       case 0xa8: case 0xa9: {
@@ -603,9 +775,9 @@ class BlockBuilder {
         this.lastFlags = null;
         if (count > 0 && width === 32 && sub >= 4) {
           // Constant 32-bit SHL/SHR/SAR inline: CF is the last bit out; OF as the interpreter defines it.
-          if (sub === 5) this.emit(`b = (a >>> ${count - 1}) & 1;`, `x = a >>> ${count};`, 'c.setResultFlags(x, 32, b, a < 0);');
-          else if (sub === 7) this.emit(`b = (a >> ${count - 1}) & 1;`, `x = a >> ${count};`, 'c.setResultFlags(x, 32, b, false);');
-          else this.emit(`b = (a >>> ${32 - count}) & 1;`, `x = a << ${count};`, 'c.setResultFlags(x, 32, b, (x >>> 31) !== b);');
+          if (sub === 5) this.emit(`b = (a >>> ${count - 1}) & 1;`, `x = a >>> ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, a < 0);`);
+          else if (sub === 7) this.emit(`b = (a >> ${count - 1}) & 1;`, `x = a >> ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, false);`);
+          else this.emit(`b = (a >>> ${32 - count}) & 1;`, `x = a << ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, (x >>> 31) !== b);`);
           this.storeRmw(modrm, width, 'x');
           return true;
         }
@@ -640,7 +812,7 @@ class BlockBuilder {
         const imm = width === 8 ? d.u8() : d.imm(insn.o32);
         fin();
         this.faultPoint(insn);
-        this.emit(`c.wr${width}(${this.linear(m.seg, m.offset, width >> 3, true)}, ${hex(imm)});`);
+        this.writeMemory(width, this.linear(m.seg, m.offset, width >> 3, true), hex(imm));
         return true;
       }
       case 0xe8: {
@@ -656,9 +828,7 @@ class BlockBuilder {
       case 0xe9: case 0xeb: {
         const disp = op === 0xeb ? d.s8() : insn.o32 ? d.s32() : (d.u16() << 16) >> 16;
         fin();
-        const target = this.relTarget(insn, disp);
-        if (target === this.startEip) this.jumpToSelf();
-        else this.jumpTo(insn, hex(target));
+        this.control = { kind: 'jmp', target: this.relTarget(insn, disp) };
         return false;
       }
       case 0xf6: case 0xf7: {
@@ -736,20 +906,13 @@ class BlockBuilder {
   private imul(width: number, reg: number): void {
     if (width === 32) {
       // The double product is exact whenever the true product fits in 32 bits, and outside that range otherwise.
-      this.emit('x = Math.imul(a, b);', 'v = a * b !== x ? 1 : 0;', 'c.setResultFlags(x, 32, v, v !== 0);', writeReg(32, reg, 'x'));
+      this.emit('x = Math.imul(a, b);', 'v = a * b !== x ? 1 : 0;', `${FLAGS}c.setResultFlags(x, 32, v, v !== 0);`, writeReg(32, reg, 'x'));
     } else this.emit(writeReg(width, reg, `c.imul(a, b, ${width})`));
   }
 
-  /** Jcc: the taken path leaves the block (or loops to its start); the block goes on with the fall-through. */
+  /** Jcc: the block builder generates the jump. */
   private conditionalJump(insn: Insn, cc: number, disp: number): void {
-    const target = this.relTarget(insn, disp);
-    this.emit(`if (${this.condition(cc)}) {`);
-    if (target === this.startEip) this.jumpToSelf();
-    else {
-      this.jumpTo(insn, hex(target));
-      this.emit(`return n + ${this.count + 1};`);
-    }
-    this.emit('}');
+    this.control = { kind: 'jcc', cond: this.condition(cc), target: this.relTarget(insn, disp) };
   }
 
   private instruction0f(insn: Insn, fin: () => void): boolean {
@@ -772,7 +935,8 @@ class BlockBuilder {
       const m = this.modrmMemory(insn, modrm);
       fin();
       this.faultPoint(insn);
-      this.emit(`c.wr8(${this.linear(m.seg, m.offset, 1, true)}, ${this.condition(op & 15)} ? 1 : 0);`);
+      this.emit(`v = ${this.condition(op & 15)} ? 1 : 0;`);
+      this.writeMemory(8, this.linear(m.seg, m.offset, 1, true), 'v');
       return true;
     }
     if (op >= 0x40 && op < 0x50) {
@@ -818,11 +982,10 @@ export function compileBlock(host: BlockHost, ram: Uint8Array, start: number, pa
   const decoder = new Decoder(ram, start, pageEnd);
   const built = new BlockBuilder(decoder, mode, eip, countFallback !== undefined).build();
   if (!built) return null;
-  const h = host as { regs: Int32Array };
+  const h = host as BlockHostState;
   const regs = h.regs;
-  const factory = new Function('c', 'r', 'r16', 'r8', 'countFallback',
-    `return function block() {\nlet a = 0, b = 0, x = 0, v = 0, l = 0;\n${built.body}\n};`) as
-    (c: BlockHost, r: Int32Array, r16: Uint16Array, r8: Uint8Array, countFallback?: (bytes: string) => void) => () => number;
-  const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), countFallback);
-  return { run, eip, lastByteEip: built.lastByteEip, start, end: decoder.pos, mode };
+  const factory = new Function('c', 'r', 'r16', 'r8', 'ram', 'ram32', 'tlbRead', 'tlbWrite', 'countFallback',
+    `return function block() {\nconst am = c.accessMask;\nlet a = 0, b = 0, x = 0, v = 0, l = 0, e = 0;\n${built.body}\n};`) as BlockFactory;
+  const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), h.ram, h.ram32, h.tlbRead, h.tlbWrite, countFallback);
+  return { run, eip, lastByteEip: built.lastByteEip, start, codeStart: built.codeStart, codeEnd: built.codeEnd, mode };
 }

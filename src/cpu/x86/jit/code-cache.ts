@@ -10,7 +10,7 @@ export interface CodeCacheHost extends BlockHost {
 /** A page that was rewritten this often stops being compiled (code and data sharing a page). */
 const MAX_INVALIDATIONS = 64;
 /** Marks a start address that cannot begin a block (the first instruction crosses the page). */
-const NO_BLOCK: CompiledBlock = { run: () => 0, eip: NaN, lastByteEip: 0, start: 0, end: 0, mode: -1 };
+const NO_BLOCK: CompiledBlock = { run: () => 0, eip: NaN, lastByteEip: 0, start: 0, codeStart: 0, codeEnd: 0, mode: -1 };
 
 const RECENT_SIZE = 1 << 16;
 
@@ -89,7 +89,7 @@ export class CodeCache {
       return undefined;
     }
     page.blocks.set(key, block);
-    page.code.fill(1, block.start - pageStart, block.end - pageStart);
+    page.code.fill(1, block.codeStart - pageStart, block.codeEnd - pageStart);
     this.compiledBlocks++;
     if (this.codePages[pageNumber] === 0) {
       this.codePages[pageNumber] = 1;
