@@ -136,7 +136,39 @@ const TRANSPARENT = new Set<number>([
 /** Marks the statement that records an instruction's flags (all six status flags, nothing read). */
 const FLAGS = '/*flags*/';
 /** Statements after which the flags may be read: helpers that use them, the interpreter, block exits. */
-const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|step|mulDiv|imul|getCF)\(/;
+const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|shiftDouble|step|mulDiv|imul|getCF)\(/;
+
+/** Marks a statement calling a CPU helper that reads or writes the register file itself. */
+const USES_REGISTERS = '/*regs*/';
+
+/**
+ * Keeps the general registers the block uses only as whole 32-bit values in JS locals (r0..r7), which V8
+ * can hold in machine registers: they are loaded on entry and stored back before every exit, before helpers
+ * that use the register file, and when a fault unwinds the block. Registers also used through their 8- or
+ * 16-bit parts stay in the register file.
+ */
+function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; onFault: string } {
+  const code = lines.join('\n');
+  const partial = new Set<number>();
+  for (const m of code.matchAll(/r16\[(\d+)\]/g)) partial.add(Number(m[1]) >> 1);
+  for (const m of code.matchAll(/r8\[(\d+)\]/g)) partial.add(Number(m[1]) >> 2);
+  const cached = new Set<number>();
+  for (const m of code.matchAll(/\br\[(\d)\]/g)) if (!partial.has(Number(m[1]))) cached.add(Number(m[1]));
+  const dirty = [...cached].filter((k) => new RegExp(`\\br\\[${k}\\] = `).test(code));
+  if (cached.size === 0) return { lines, prologue: '', onFault: '' };
+  const store = dirty.map((k) => `r[${k}] = r${k};`).join(' ');
+  const load = [...cached].map((k) => `r${k} = r[${k}];`).join(' ');
+  const out = lines.map((line) => {
+    let l = line.replace(/\br\[(\d)\]/g, (all, k: string) => (cached.has(Number(k)) ? `r${k}` : all));
+    if (l.startsWith(USES_REGISTERS)) {
+      l = l.slice(USES_REGISTERS.length);
+      // The interpreter's step ends the block: what it leaves in the register file stands.
+      return l.includes('return') ? `${store} ${l}` : `${store} ${l} ${load}`;
+    }
+    return l.replace(/\breturn ([^;]*);/, `{ ${store} return $1; }`);
+  });
+  return { lines: out, prologue: `let ${[...cached].map((k) => `r${k} = r[${k}]`).join(', ')};`, onFault: store };
+}
 
 /** Thrown by the decoder when an instruction runs past the page: the block ends before it. */
 const PAGE_END = new Error('page end');
@@ -265,7 +297,7 @@ class BlockBuilder {
       const target = this.posOf(targetEip);
       const label = target >= 0 && steps.get(target) ? labels.get(target) : undefined;
       if (label === undefined) {
-        out.push(`c.instrStart = ${hex(faultEip)};`, `c.nearJump(${hex(targetEip)});`, `return n + ${pending};`);
+        out.push(`s = ${hex(faultEip)};`, `c.nearJump(${hex(targetEip)});`, `return n + ${pending};`);
         return;
       }
       internalJumps = true;
@@ -299,7 +331,7 @@ class BlockBuilder {
           const bytes = Array.from(this.d.bytesAt(pos, 3), (b) => b.toString(16).padStart(2, '0')).join(' ');
           out.push(`countFallback('${bytes}');`);
         }
-        out.push(`c.eip = ${hex(step.eip)};`, 'c.step();', `return n + ${pending + 1};`);
+        out.push(`c.eip = ${hex(step.eip)};`, `s = ${hex(step.eip)};`, `${USES_REGISTERS}c.step(); return n + ${pending + 1};`);
         pending = 0;
         continue;
       }
@@ -330,8 +362,11 @@ class BlockBuilder {
     this.lines = out;
     this.dropDeadFlagRecords();
     // Without jumps inside the block, the labels go and the code runs straight.
-    const code = this.lines.filter((l) => l !== '' && (internalJumps || !l.startsWith('case '))).join('\n');
-    const body = internalJumps ? `let n = 0, pc = ${labels.get(this.startPos)};\nfor (;;) {\nswitch (pc) {\n${code}\n}\n}` : `let n = 0;\n${code}`;
+    const cached = cacheRegisters(this.lines.filter((l) => l !== '' && (internalJumps || !l.startsWith('case '))));
+    const code = cached.lines.join('\n');
+    const main = internalJumps ? `let n = 0, pc = ${labels.get(this.startPos)};\nfor (;;) {\nswitch (pc) {\n${code}\n}\n}` : `let n = 0;\n${code}`;
+    // A fault unwinds the block: the registers go back to the register file, the faulting EIP to the CPU.
+    const body = `${cached.prologue}\nlet s = 0;\ntry {\n${main}\n} catch (err) {\n${cached.onFault}\nc.instrStart = s;\nthrow err;\n}`;
     return { body, lastByteEip, codeStart, codeEnd: end };
   }
 
@@ -489,7 +524,7 @@ class BlockBuilder {
   }
 
   private faultPoint(insn: Insn): void {
-    this.emit(`c.instrStart = ${hex(insn.eip)};`);
+    this.emit(`s = ${hex(insn.eip)};`);
   }
 
   /** x = a OP b with the lazy-flags record; ADC/SBB go through the interpreter's helper (they read CF). */
@@ -554,7 +589,7 @@ class BlockBuilder {
       this.writeMemory(32, '(r[4] - 4) | 0', 'v');
       this.emit('r[4] = l;');
     }
-    else this.emit(`c.push${insn.o32 ? 32 : 16}(${value});`);
+    else this.emit(`v = ${value};`, `${USES_REGISTERS}c.push${insn.o32 ? 32 : 16}(v);`);
   }
 
   /** Pops into the local v. */
@@ -564,7 +599,7 @@ class BlockBuilder {
       this.readMemory(32, 'r[4]', 'v');
       this.emit('r[4] = (r[4] + 4) | 0;');
     }
-    else this.emit(`v = c.pop${insn.o32 ? 32 : 16}();`);
+    else this.emit(`${USES_REGISTERS}v = c.pop${insn.o32 ? 32 : 16}();`);
   }
 
   /**
@@ -795,8 +830,42 @@ class BlockBuilder {
         fin();
         this.pop(insn);
         this.emit('c.nearJump(v);');
-        if (n) this.emit(`c.releaseStack(${n});`);
+        if (n) this.emit(`${USES_REGISTERS}c.releaseStack(${n});`);
         return false;
+      }
+      case 0xc9: {
+        if (!this.flat || !insn.o32) break;
+        fin();
+        this.faultPoint(insn);
+        this.readMemory(32, readReg(32, 5), 'v');
+        this.emit(`${readReg(32, 4)} = (l + 4) | 0;`, writeReg(32, 5, 'v'));
+        return true;
+      }
+      case 0xa4: case 0xa5: case 0xaa: case 0xab: case 0xac: case 0xad: case 0xae: case 0xaf: {
+        // Single string operations in flat 32-bit code (REP forms stay with the interpreter).
+        if (insn.rep !== 0 || !insn.a32 || !this.flat || (insn.seg >= 0 && insn.seg !== DS && insn.seg !== ES && insn.seg !== SS)) break;
+        const width = op & 1 ? w : 8;
+        const size = width >> 3;
+        fin();
+        this.faultPoint(insn);
+        this.emit(`b = c.flags & 0x400 ? ${-size} : ${size};`);
+        const si = readReg(32, 6), di = readReg(32, 7);
+        if (op === 0xa4 || op === 0xa5) {
+          this.readMemory(width, si, 'v');
+          this.writeMemory(width, di, 'v');
+          this.emit(`${si} = (${si} + b) | 0;`, `${di} = (${di} + b) | 0;`);
+        } else if (op === 0xaa || op === 0xab) {
+          this.writeMemory(width, di, readReg(width, 0));
+          this.emit(`${di} = (${di} + b) | 0;`);
+        } else if (op === 0xac || op === 0xad) {
+          this.readMemory(width, si, 'v');
+          this.emit(writeReg(width, 0, 'v'), `${si} = (${si} + b) | 0;`);
+        } else {
+          this.readMemory(width, di, 'v');
+          this.emit(`${di} = (${di} + b) | 0;`, `a = ${readReg(width, 0)};`, 'b = v;');
+          this.aluOp(7, width);
+        }
+        return true;
       }
       case 0xc6: case 0xc7: {
         const width = op === 0xc6 ? 8 : w;
@@ -858,7 +927,7 @@ class BlockBuilder {
         this.loadRm(insn, modrm, width, 'a');
         fin();
         this.faultPoint(insn);
-        this.emit(`c.mulDiv(${sub}, a, ${width});`);
+        this.emit(`${USES_REGISTERS}c.mulDiv(${sub}, a, ${width});`);
         this.lastFlags = null;
         return true;
       }
@@ -947,6 +1016,41 @@ class BlockBuilder {
       return true;
     }
     switch (op) {
+      case 0xc8: case 0xc9: case 0xca: case 0xcb: case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+        if (!insn.o32) break;
+        fin();
+        const reg = readReg(32, op & 7);
+        this.emit(`v = ${reg};`, writeReg(32, op & 7, '(v << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24)'));
+        return true;
+      }
+      case 0xa4: case 0xa5: case 0xac: case 0xad: {
+        // SHLD/SHRD through the interpreter's helper.
+        const modrm = d.u8();
+        this.loadRmw(insn, modrm, w, 'a');
+        const count = op & 1 ? -1 : d.u8() & 31;
+        fin();
+        if (count === 0) return true;
+        this.emit(`b = ${count < 0 ? 'r8[4] & 31' : count};`, 'if (b !== 0) {');
+        this.storeRmw(modrm, w, `c.shiftDouble(${op < 0xa8}, a, ${readReg(w, (modrm >> 3) & 7)}, b, ${w})`);
+        this.emit('}');
+        return true;
+      }
+      case 0xb0: case 0xb1: {
+        // CMPXCHG: flags as CMP accumulator, destination.
+        const width = op === 0xb0 ? 8 : w;
+        const modrm = d.u8();
+        this.loadRmw(insn, modrm, width, 'b');
+        fin();
+        this.emit(`a = ${readReg(width, 0)};`);
+        this.aluOp(7, width);
+        this.emit('if (x === 0) {');
+        this.storeRmw(modrm, width, readReg(width, (modrm >> 3) & 7));
+        this.emit('} else {');
+        this.storeRmw(modrm, width, 'b');
+        this.emit(writeReg(width, 0, 'b'), '}');
+        this.lastFlags = null;
+        return true;
+      }
       case 0xb6: case 0xb7: case 0xbe: case 0xbf: {
         const modrm = d.u8();
         const src = op & 1 ? 16 : 8;
