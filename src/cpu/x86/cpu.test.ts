@@ -309,3 +309,40 @@ tss:
     assert.equal(m.output, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
   }
 });
+
+test('compiled code: writes into it, by the guest or by DMA, take effect at once', { skip }, () => {
+  // A hot loop is compiled; the program then patches the loop's immediate (self-modifying code) and runs it
+  // again; the host then patches it as a device would (DMA), and the guest runs it a third time.
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  call sum
+  call print_hex
+  movl $3, patch + 1        # the loop now adds 3 per iteration
+  call sum
+  call print_hex
+  outb %al, $0xe8           # the test's port handler patches the immediate to 5 through DMA
+  call sum
+  call print_hex
+  hlt
+sum:
+  xorl %eax, %eax
+  movl $1000, %ecx
+patch:
+  .byte 0x05                # addl $imm32, %eax
+  .long 1
+  loop patch
+  ret
+${PRINT_HEX32}
+`, 0x10000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x10000, code);
+    const patchAt = code.findIndex((b, i) => b === 0x05 && code[i + 1] === 1 && code[i + 2] === 0) + 1;
+    m.io.register(0xe8, 1, { read: () => 0, write: () => { m.memory.writeBytes(0x10000 + patchAt, Uint8Array.of(5, 0, 0, 0)); } }, { sizes: 1, name: 'dma' });
+    m.startFlat32(0x10000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '000003e8 00000bb8 00001388 ');
+  }
+});

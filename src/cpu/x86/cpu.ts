@@ -20,7 +20,7 @@ export interface X86CpuOptions {
   onFerr?: (level: boolean) => void;
   /**
    * Compile hot code into JavaScript (default true; TSVM_JIT=0 turns it off). `jitThreshold` is how often a
-   * start address is interpreted before its block is compiled (default 20, TSVM_JIT_THRESHOLD).
+   * start address is interpreted before its block is compiled (default 100, TSVM_JIT_THRESHOLD).
    */
   jit?: boolean;
   jitThreshold?: number;
@@ -44,7 +44,7 @@ const TSC_PER_NS = 1;
 const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
 /** CPUID.1 EDX: FPU DE PSE TSC MSR CX8 SEP CMOV. */
 const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
-const DEFAULT_JIT_THRESHOLD = 20;
+const DEFAULT_JIT_THRESHOLD = 100;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
 
 /**
@@ -652,6 +652,10 @@ export class X86Cpu implements Stateful, IntrPin {
   private codeWritten(p: number, size: number): void {
     const jit = this.jit;
     if (jit !== null && p >>> 0 < this.ramSize && jit.codePages[p >>> 12] !== 0) jit.written(p, size);
+  }
+
+  codeInvalidated(): void {
+    this.attention = true;
   }
 
   /** The code cache compiled a block in physical page `page`: its fast write entries must go. */

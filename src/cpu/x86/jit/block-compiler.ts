@@ -136,7 +136,7 @@ const TRANSPARENT = new Set<number>([
 /** Marks the statement that records an instruction's flags (all six status flags, nothing read). */
 const FLAGS = '/*flags*/';
 /** Statements after which the flags may be read: helpers that use them, the interpreter, block exits. */
-const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|shiftDouble|step|mulDiv|imul|getCF)\(/;
+const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|shiftDouble|step|mulDiv|imul|getCF|setLazyKeepCF)\(/;
 
 /** Marks a statement calling a CPU helper that reads or writes the register file itself. */
 const USES_REGISTERS = '/*regs*/';
@@ -209,7 +209,7 @@ interface Step {
 class BlockBuilder {
   private lines: string[] = [];
   /** The last flag-setting operation, while its operands are still in the locals a, b, x. */
-  private lastFlags: { kind: 'add' | 'sub' | 'logic'; width: number } | null = null;
+  private lastFlags: { kind: 'add' | 'sub' | 'logic' | 'incdec'; width: number } | null = null;
   private control: Control = { kind: 'next' };
   private handled = true;
   private readonly startPos: number;
@@ -301,11 +301,10 @@ class BlockBuilder {
         return;
       }
       internalJumps = true;
-      if (target <= fromPos) {
-        out.push(`n += ${pending};`, `if (n >= ${LOOP_INSTRUCTIONS} || c.attention) { c.eip = ${hex(targetEip)}; return n; }`, `pc = ${label};`, 'continue;');
-      } else {
-        out.push(`n += ${pending};`, `pc = ${label};`, 'continue;');
-      }
+      // Backward jumps bound the time spent in the block; every jump leaves it when the run loop has
+      // something to do (an interrupt, or a write into compiled code: this block may be stale).
+      const leave = target <= fromPos ? `n >= ${LOOP_INSTRUCTIONS} || c.attention` : 'c.attention';
+      out.push(`n += ${pending};`, `if (${leave}) { c.eip = ${hex(targetEip)}; return n; }`, `pc = ${label};`, 'continue;');
     };
     this.lastFlags = null;
     for (let i = 0; i < order.length; i++) {
@@ -653,7 +652,8 @@ class BlockBuilder {
     if (op >= 0x40 && op < 0x50) {
       fin();
       const reg = op & 7;
-      this.emit(writeReg(w, reg, `c.${op < 0x48 ? 'inc' : 'dec'}(${readReg(w, reg)}, ${w})`));
+      this.emit(`a = ${readReg(w, reg)};`, `x = (a ${op < 0x48 ? '+' : '-'} 1) | 0;`, `c.setLazyKeepCF(${op < 0x48 ? 0 : 1}, a, 1, x, ${w});`, writeReg(w, reg, 'x'));
+      this.lastFlags = { kind: 'incdec', width: w };
       return true;
     }
     if (op >= 0x50 && op < 0x58) {
@@ -891,7 +891,8 @@ class BlockBuilder {
         this.faultPoint(insn);
         this.emit(`c.checkNearTarget(${hex(target)});`);
         this.push(insn, hex(insn.next));
-        this.emit(`c.eip = ${hex(target)};`);
+        // A call is a jump after the push: into the block when the callee is in it.
+        this.control = { kind: 'jmp', target };
         return false;
       }
       case 0xe9: case 0xeb: {

@@ -5,6 +5,8 @@ import { compileBlock, type BlockHost, type CompiledBlock } from './block-compil
 export interface CodeCacheHost extends BlockHost {
   /** Drops fast write paths to a physical page, so writes to it reach `written()`. */
   protectCodePage(page: number): void;
+  /** Compiled code was dropped: the running block must return to the run loop at its next jump. */
+  codeInvalidated(): void;
 }
 
 /** A page that was rewritten this often stops being compiled (code and data sharing a page). */
@@ -131,6 +133,7 @@ export class CodeCache {
     page.hits.fill(0);
     page.invalidations++;
     this.invalidations++;
+    this.host.codeInvalidated();
     this.codePages[pageNumber] = 0;
   }
 
