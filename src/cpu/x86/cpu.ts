@@ -39,6 +39,14 @@ const TLB_SUPERVISOR = 1, TLB_USER = 3;
 const PAGE_MASK = -4096;
 /** Entries kept in the list of filled TLB slots; past this a flush clears the whole table. */
 const TLB_LIST_SIZE = 4096;
+/** The high 32 bits of the unsigned 64-bit product of two 32-bit values (from 16-bit partial products). */
+function mulHigh(a: number, b: number): number {
+  const a0 = a & 0xffff, a1 = a >>> 16, b0 = b & 0xffff, b1 = b >>> 16;
+  const lh = a0 * b1, hl = a1 * b0;
+  const mid = ((a0 * b0) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return a1 * b1 + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 0x10000);
+}
+
 /** TSC ticks per guest nanosecond (a 1 GHz clock). */
 const TSC_PER_NS = 1;
 const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
@@ -1217,19 +1225,18 @@ export class X86Cpu implements Stateful, IntrPin {
     }
     const eax = regs[0];
     if (op === 4) {
-      const r = BigInt(eax >>> 0) * BigInt(src >>> 0);
-      const lo = Number(r & 0xffffffffn) | 0;
-      const hi = Number(r >> 32n) | 0;
+      const lo = Math.imul(eax, src);
+      const hi = mulHigh(eax, src) | 0;
       regs[0] = lo;
       regs[2] = hi;
       this.setResultFlags(lo, 32, hi !== 0 ? 1 : 0, hi !== 0);
     } else if (op === 5) {
-      const r = BigInt(eax) * BigInt(src | 0);
-      const lo = Number(BigInt.asIntN(32, r));
-      const hi = Number(BigInt.asIntN(32, r >> 32n));
+      // The signed high half from the unsigned one: subtract the other operand for each negative operand.
+      const lo = Math.imul(eax, src);
+      const hi = (mulHigh(eax, src) - (eax < 0 ? src >>> 0 : 0) - ((src | 0) < 0 ? eax >>> 0 : 0)) | 0;
       regs[0] = lo;
       regs[2] = hi;
-      const ov = BigInt(lo) !== r;
+      const ov = hi !== lo >> 31;
       this.setResultFlags(lo, 32, ov ? 1 : 0, ov);
     } else if (op === 6) {
       const d = src >>> 0;
@@ -1242,10 +1249,13 @@ export class X86Cpu implements Stateful, IntrPin {
         return;
       }
       if (edx >= d) this.fault(DE);
-      const n = (BigInt(edx) << 32n) | BigInt(eax >>> 0);
-      const bd = BigInt(d);
-      regs[0] = Number(n / bd) | 0;
-      regs[2] = Number(n % bd) | 0;
+      // Long division by 16-bit digits: every intermediate stays below 2^48, exact in a double.
+      const t1 = edx * 0x10000 + (eax >>> 16);
+      const q1 = Math.floor(t1 / d);
+      const t2 = (t1 - q1 * d) * 0x10000 + (eax & 0xffff);
+      const q2 = Math.floor(t2 / d);
+      regs[0] = (q1 * 0x10000 + q2) | 0;
+      regs[2] = (t2 - q2 * d) | 0;
     } else {
       const d = src | 0;
       if (d === 0) this.fault(DE);
@@ -2214,12 +2224,7 @@ export class X86Cpu implements Stateful, IntrPin {
         this.wrmsr(regs[1] >>> 0, regs[2], regs[0]);
         return;
       case 0x31:
-        if (this.cr4 & 4 && this.cpl !== 0) this.gp(0);
-        {
-          const tsc = this.readTsc();
-          regs[0] = Number(tsc & 0xffffffffn) | 0;
-          regs[2] = Number(tsc >> 32n) | 0;
-        }
+        this.rdtsc();
         return;
       case 0x32:
         if (this.cpl !== 0) this.gp(0);
@@ -3245,6 +3250,14 @@ export class X86Cpu implements Stateful, IntrPin {
       if ((n === 4 || n === 5) && this.cr4 & 8) this.ud();
       this.dr[n === 4 ? 6 : n === 5 ? 7 : n] = this.regs[rm];
     }
+  }
+
+  /** RDTSC into EDX:EAX (the count stays far below 2^53, exact in a double). */
+  rdtsc(): void {
+    if (this.cr4 & 4 && this.cpl !== 0) this.gp(0);
+    const tsc = Math.floor(this.clock.nowNs() * TSC_PER_NS) + this.tscOffset;
+    this.regs[0] = tsc % 0x100000000 | 0;
+    this.regs[2] = Math.floor(tsc / 0x100000000) | 0;
   }
 
   private readTsc(): bigint {

@@ -500,7 +500,10 @@ class BlockBuilder {
     }
     const m = this.modrmMemory(insn, modrm);
     this.faultPoint(insn);
-    if (this.flat && (m.seg === DS || m.seg === SS || m.seg === ES)) this.emit(`l = ${m.offset};`, `c.probeWrite(l, ${width >> 3});`);
+    if (this.flat && (m.seg === DS || m.seg === SS || m.seg === ES)) {
+      // Writable through the TLB means readable too; anything else takes the CPU's checks.
+      this.emit(`l = ${m.offset};`, 'e = tlbWrite[l >>> 12];', `if ((e & am) !== am || (l & 4095) > ${4096 - (width >> 3)}) c.probeWrite(l, ${width >> 3});`);
+    }
     else this.emit(`l = c.rmwAddress(${m.seg}, ${m.offset}, ${width >> 3});`);
     this.readMemory(width, 'l', target);
     return m;
@@ -820,8 +823,15 @@ class BlockBuilder {
           this.storeRmw(modrm, width, `c.shift(${sub}, a, ${count}, ${width})`);
           return true;
         }
-        this.emit('b = r8[4] & 31;', 'if (b !== 0) {');
-        this.storeRmw(modrm, width, `c.shift(${sub}, a, b, ${width})`);
+        // Count in CL (read through ECX, so that ECX can stay a JS local); a zero count changes nothing, so the
+        // flag record here is conditional and never counts as replacing an earlier one.
+        this.emit('b = r[1] & 31;', 'if (b !== 0) {');
+        if (width === 32 && sub >= 4) {
+          if (sub === 5) this.emit('v = (a >>> (b - 1)) & 1;', 'x = a >>> b;', 'c.setResultFlags(x, 32, v, a < 0);');
+          else if (sub === 7) this.emit('v = (a >> (b - 1)) & 1;', 'x = a >> b;', 'c.setResultFlags(x, 32, v, false);');
+          else this.emit('v = (a >>> (32 - b)) & 1;', 'x = a << b;', 'c.setResultFlags(x, 32, v, (x >>> 31) !== v);');
+          this.storeRmw(modrm, width, 'x');
+        } else this.storeRmw(modrm, width, `c.shift(${sub}, a, b, ${width})`);
         this.emit('}');
         return true;
       }
@@ -1031,7 +1041,7 @@ class BlockBuilder {
         const count = op & 1 ? -1 : d.u8() & 31;
         fin();
         if (count === 0) return true;
-        this.emit(`b = ${count < 0 ? 'r8[4] & 31' : count};`, 'if (b !== 0) {');
+        this.emit(`b = ${count < 0 ? 'r[1] & 31' : count};`, 'if (b !== 0) {');
         this.storeRmw(modrm, w, `c.shiftDouble(${op < 0xa8}, a, ${readReg(w, (modrm >> 3) & 7)}, b, ${w})`);
         this.emit('}');
         return true;
@@ -1052,6 +1062,11 @@ class BlockBuilder {
         this.lastFlags = null;
         return true;
       }
+      case 0x31:
+        fin();
+        this.faultPoint(insn);
+        this.emit(`${USES_REGISTERS}c.rdtsc();`);
+        return true;
       case 0xb6: case 0xb7: case 0xbe: case 0xbf: {
         const modrm = d.u8();
         const src = op & 1 ? 16 : 8;
