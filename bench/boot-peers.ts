@@ -13,10 +13,10 @@ export interface BootTiming {
 export const READY_LINE = 'tsvm-guest: ready';
 
 /** Runs a VM command whose console is stdout and times it. */
-export function timeProcessBoot(command: string, args: string[], timeoutMs: number): Promise<BootTiming> {
+export function timeProcessBoot(command: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<BootTiming> {
   return new Promise((resolve) => {
     const start = performance.now();
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
     let out = '';
     let readyMs = NaN;
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

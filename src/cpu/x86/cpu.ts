@@ -19,7 +19,7 @@ export interface X86CpuOptions {
   /** FERR# for the legacy FPU error reporting (IRQ 13) when CR0.NE is clear. */
   onFerr?: (level: boolean) => void;
   /**
-   * Compile hot code into JavaScript (default true; TSVM_JIT=0 turns it off). `jitThreshold` is how often a
+   * Compile hot code into JavaScript (default: only with TSVM_JIT=1, see ARCHITECTURE.md). `jitThreshold` is how often a
    * start address is interpreted before its block is compiled (default 100, TSVM_JIT_THRESHOLD).
    */
   jit?: boolean;
@@ -166,7 +166,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
     this.ramSize = options.memory.ramSize;
     this.fpu = new X87(this);
-    const jitEnabled = options.jit ?? process.env.TSVM_JIT !== '0';
+    const jitEnabled = options.jit ?? process.env.TSVM_JIT === '1';
     const threshold = options.jitThreshold ?? (Number(process.env.TSVM_JIT_THRESHOLD) || DEFAULT_JIT_THRESHOLD);
     this.jit = jitEnabled ? new CodeCache(this, this.ram.subarray(0, this.ramSize), Math.max(1, Math.min(255, threshold))) : null;
     options.memory.onRamWrite((address, length) => this.jit?.writtenRange(address, length));
