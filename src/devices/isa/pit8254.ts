@@ -7,13 +7,6 @@ import type { Timer, TimerQueue } from '../timer-queue.js';
 /** The PIT's input clock. */
 export const PIT_HZ = 1193182;
 const NS_PER_TICK = 1e9 / PIT_HZ;
-/**
- * Periodic interrupts the host was too late for are delivered afterwards, this far apart, so that a guest
- * counting ticks (Linux's jiffies before it has a better clock) keeps time; more than CATCH_UP_LIMIT_NS
- * behind, they are dropped instead.
- */
-const CATCH_UP_GAP_NS = 100_000;
-const CATCH_UP_LIMIT_NS = 1e9;
 
 /** One 8254 counter. Its count is not stepped: it is computed from guest time when read. */
 class Counter {
@@ -261,13 +254,10 @@ export class Pit8254 implements Device {
     c2.gate = gate;
   }
 
-  /** Guest time of the IRQ 0 edge the timer is armed for (its nominal time, even when delivered late). */
-  private edgeNs = Infinity;
-
   private schedule(): void {
-    this.edgeNs = this.counters[0].nextRisingEdgeNs(this.now());
-    if (this.edgeNs === Infinity) this.timer.cancel();
-    else this.timer.arm(this.edgeNs);
+    const next = this.counters[0].nextRisingEdgeNs(this.now());
+    if (next === Infinity) this.timer.cancel();
+    else this.timer.arm(next);
   }
 
   private onTimer(now: number): void {
@@ -276,14 +266,12 @@ export class Pit8254 implements Device {
     this.irq0.set(true);
     const c = this.counters[0];
     if (c.mode === 2 || c.mode === 3) {
-      // Drop the line again so the next period produces a new edge. Periods stay aligned to the counter;
-      // missed ones are caught up, a little apart, unless the host fell too far behind.
+      // Drop the line again so the next period produces a new edge, and keep periods aligned.
       this.irq0.set(false);
-      this.edgeNs += NS_PER_TICK * c.reload;
-      if (!(now - this.edgeNs < CATCH_UP_LIMIT_NS)) this.edgeNs = c.nextRisingEdgeNs(now);
-      this.timer.arm(Math.max(this.edgeNs, now + CATCH_UP_GAP_NS));
+      const next = c.nextRisingEdgeNs(now);
+      // If the host fell behind by many periods, skip the missed ones rather than firing them all.
+      this.timer.arm(next < now ? now + NS_PER_TICK * c.reload : next);
     } else {
-      this.edgeNs = Infinity;
       this.timer.cancel();
     }
   }
