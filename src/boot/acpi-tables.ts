@@ -48,24 +48,11 @@ function dsdtAml(): Uint8Array {
   );
 }
 
-/** The HPET description table: one timer block at `address` (its capabilities register's low half). */
-function hpetTable(address: number, capabilities: number): Uint8Array {
-  return table('HPET', 1, 56, (dv) => {
-    dv.setUint32(36, capabilities, true);
-    dv.setUint8(40, 0); // system memory
-    dv.setUint8(41, 64); // register width
-    dv.setUint32(44, address, true);
-    dv.setUint8(52, 0); // HPET number
-    dv.setUint16(53, 0x80, true); // minimum periodic tick
-  });
-}
-
 /**
- * Builds RSDP, RSDT, FADT (revision 1), FACS, a DSDT describing the PIIX4 power-management block and, when
- * given, the HPET table; laid out from `base` (16-byte aligned, in the 0xE0000-0xFFFFF area where the OS
- * looks for the RSDP).
+ * Builds RSDP, RSDT, FADT (revision 1), FACS and a DSDT describing the PIIX4 power-management block, laid
+ * out from `base` (16-byte aligned, in the 0xE0000-0xFFFFF area where the OS looks for the RSDP).
  */
-export function buildAcpiTables(base: number, hpet?: { address: number; capabilities: number }): AcpiTables {
+export function buildAcpiTables(base: number): AcpiTables {
   const aml = dsdtAml();
   const dsdt = table('DSDT', 1, 36 + aml.length, (_dv, b) => b.set(aml, 36));
   const facs = new Uint8Array(64);
@@ -78,13 +65,11 @@ export function buildAcpiTables(base: number, hpet?: { address: number; capabili
     return a;
   };
   const rsdpAddress = place(20);
-  const rsdtAddress = place(44);
+  const rsdtAddress = place(40);
   const fadtAddress = place(116);
   const facsAddress = (place(64 + 48) + 63) & ~63; // FACS must be 64-byte aligned
   at = facsAddress + 64;
   const dsdtAddress = place(dsdt.length);
-  const hpetBlob = hpet ? hpetTable(hpet.address, hpet.capabilities) : null;
-  const hpetAddress = hpetBlob ? place(hpetBlob.length) : 0;
   const fadt = table('FACP', 1, 116, (dv) => {
     dv.setUint32(36, facsAddress, true);
     dv.setUint32(40, dsdtAddress, true);
@@ -103,10 +88,7 @@ export function buildAcpiTables(base: number, hpet?: { address: number; capabili
     dv.setUint8(108, 0x32); // CMOS century register
     dv.setUint32(112, 0x1 | 0x4 | 0x20, true); // WBINVD, PROC_C1, no sleep button
   });
-  const rsdt = table('RSDT', 1, hpetBlob ? 44 : 40, (dv) => {
-    dv.setUint32(36, fadtAddress, true);
-    if (hpetBlob) dv.setUint32(40, hpetAddress, true);
-  });
+  const rsdt = table('RSDT', 1, 40, (dv) => dv.setUint32(36, fadtAddress, true));
   const rsdp = new Uint8Array(20);
   ascii(rsdp, 0, 'RSD PTR ');
   ascii(rsdp, 9, OEM_ID);
@@ -114,7 +96,6 @@ export function buildAcpiTables(base: number, hpet?: { address: number; capabili
   rsdp[8] = checksum(rsdp);
   return {
     rsdpAddress,
-    blobs: [[rsdpAddress, rsdp], [rsdtAddress, rsdt], [fadtAddress, fadt], [facsAddress, facs], [dsdtAddress, dsdt],
-      ...(hpetBlob ? [[hpetAddress, hpetBlob] as [number, Uint8Array]] : [])],
+    blobs: [[rsdpAddress, rsdp], [rsdtAddress, rsdt], [fadtAddress, fadt], [facsAddress, facs], [dsdtAddress, dsdt]],
   };
 }

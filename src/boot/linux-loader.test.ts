@@ -50,8 +50,8 @@ test('loader: kernel at 1 MiB, boot_params with e820, command line, initrd at th
   assert.throws(() => loadLinux(new PhysicalMemory(new GuestRam(2 ** 20)), { kernel: parseBzImage('k', fakeBzImage()), commandLine: '', acpi: false }), /-m is too small/);
 });
 
-test('ACPI tables: valid checksums, FADT points at the DSDT with \\_S5, the RSDT lists the HPET', () => {
-  const tables = buildAcpiTables(0xe0000, { address: 0xfed00000, capabilities: 0x80862201 });
+test('ACPI tables: valid checksums, FADT points at the DSDT with \\_S5', () => {
+  const tables = buildAcpiTables(0xe0000);
   const sum = (b: Uint8Array) => b.reduce((a, x) => (a + x) & 0xff, 0);
   for (const [, bytes] of tables.blobs) {
     const sig = new TextDecoder().decode(bytes.subarray(0, 4));
@@ -59,10 +59,4 @@ test('ACPI tables: valid checksums, FADT points at the DSDT with \\_S5, the RSDT
   }
   const dsdt = tables.blobs.find(([, b]) => new TextDecoder().decode(b.subarray(0, 4)) === 'DSDT')![1];
   assert.ok(Buffer.from(dsdt).includes(Buffer.from('_S5_')));
-  const find = (sig: string) => tables.blobs.find(([, b]) => new TextDecoder().decode(b.subarray(0, 4)) === sig)!;
-  const [hpetAddress, hpet] = find('HPET');
-  const rsdt = new DataView(find('RSDT')[1].buffer);
-  assert.equal(rsdt.getUint32(4, true), 44);
-  assert.equal(rsdt.getUint32(40, true), hpetAddress);
-  assert.equal(new DataView(hpet.buffer).getUint32(44, true), 0xfed00000);
 });

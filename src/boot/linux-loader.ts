@@ -19,8 +19,6 @@ export interface LinuxBootOptions {
   initrd?: Uint8Array;
   commandLine: string;
   acpi: boolean;
-  /** An HPET to describe in the ACPI tables. */
-  hpet?: { address: number; capabilities: number };
 }
 
 /**
@@ -78,7 +76,7 @@ export function loadLinux(memory: PhysicalMemory, options: LinuxBootOptions): X8
     dv.setUint32(o + 16, type, true);
   });
   if (options.acpi) {
-    const tables = buildAcpiTables(ACPI_TABLES_ADDRESS, options.hpet);
+    const tables = buildAcpiTables(ACPI_TABLES_ADDRESS);
     for (const [address, bytes] of tables.blobs) ram.set(bytes, address);
     dv.setBigUint64(0x070, BigInt(tables.rsdpAddress), true); // acpi_rsdp_addr
   }

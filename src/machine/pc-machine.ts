@@ -7,7 +7,6 @@ import { loadLinux } from '../boot/linux-loader.js';
 import { X86Cpu } from '../cpu/x86/cpu.js';
 import type { X86Registers } from '../cpu/x86/registers.js';
 import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
-import { HPET_BASE, HPET_CAPABILITIES, Hpet } from '../devices/timer/hpet.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
 import { I8042 } from '../devices/isa/i8042.js';
@@ -83,8 +82,6 @@ export class PcMachine {
     this.devices.push(new SystemPorts(this.io, this.memory, host));
     this.pm = new Piix4Pm(this.io, irq(9), this.timers, host);
     this.devices.push(this.pm);
-    // As on QEMU's pc, the HPET is found through ACPI, so it exists only with ACPI tables.
-    if (config.acpi) this.devices.push(new Hpet(this.memory.mmio, this.clock));
     if (host.debugcon) {
       const sink = host.debugcon;
       this.io.register(0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
@@ -118,7 +115,6 @@ export class PcMachine {
       initrd: this.initrd,
       commandLine: this.config.append,
       acpi: this.config.acpi,
-      hpet: this.config.acpi ? { address: HPET_BASE, capabilities: HPET_CAPABILITIES } : undefined,
     });
     this.cpu.setRegisters(registers);
   }
