@@ -5,4 +5,6 @@
 export interface CharBackend {
   write(bytes: Uint8Array): void;
   onInput(listener: (bytes: Uint8Array) => void): void;
+  /** A break condition from the host side (QEMU's Ctrl-A b), for backends that can send one. */
+  onBreak?(listener: () => void): void;
 }

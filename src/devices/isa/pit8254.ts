@@ -25,6 +25,13 @@ class Counter {
   outWhenIdle = false;
   /** Count written but counting not yet started (mode 0/1/4/5 wait for it; 2/3 reload at the next period). */
   pendingReload = -1;
+  /**
+   * The one-shot modes' (0, 1, 4, 5) single interrupt edge for the current count has been delivered. Tracked
+   * rather than inferred from the time, so that an edge whose time passed before the run loop fired it (host
+   * pauses, e.g. garbage collection between the guest's count write and the scheduling) still arrives late
+   * instead of being lost: Linux's one-shot clockevent waits for it forever.
+   */
+  oneShotFired = false;
 
   ticksSince(nowNs: number): number {
     return Math.floor((nowNs - this.startNs) / NS_PER_TICK);
@@ -68,23 +75,19 @@ class Counter {
   /** Guest time of the next rising edge of OUT after nowNs (for IRQ 0), or Infinity. */
   nextRisingEdgeNs(nowNs: number): number {
     if (Number.isNaN(this.startNs)) return Infinity;
-    const t = this.ticksSince(nowNs);
     const n = this.reload;
     let edgeTick: number;
     switch (this.mode) {
       case 0: case 1:
-        if (t >= n) return Infinity;
+        if (this.oneShotFired) return Infinity;
         edgeTick = n;
         break;
-      case 2:
-        edgeTick = (Math.floor(t / n) + 1) * n;
-        break;
-      case 3:
-        edgeTick = (Math.floor(t / n) + 1) * n;
+      case 2: case 3:
+        edgeTick = (Math.floor(this.ticksSince(nowNs) / n) + 1) * n;
         break;
       case 4: case 5:
         // Strobe modes: OUT drops for one tick when the count expires; the edge back up is the interrupt.
-        if (t > n) return Infinity;
+        if (this.oneShotFired) return Infinity;
         edgeTick = n + 1;
         break;
       default:
@@ -198,6 +201,7 @@ export class Pit8254 implements Device {
     } else {
       c.reload = count;
       c.pendingReload = count;
+      c.oneShotFired = false;
       if (c.gate || index === 0 || c.mode === 0 || c.mode === 4) {
         // Gate-triggered modes (1, 5) wait for a rising gate edge.
         if (c.mode !== 1 && c.mode !== 5 && (c.gate || index !== 2)) c.startNs = this.now() + NS_PER_TICK;
@@ -245,7 +249,10 @@ export class Pit8254 implements Device {
     this.speakerData = (value & 2) !== 0;
     if (gate && !c2.gate) {
       // Rising gate edge: modes 1, 2, 3, 5 (re)start counting; mode 0/4 resume.
-      if (c2.reload > 0 && (c2.pendingReload >= 0 || c2.mode !== 0)) c2.startNs = this.now() + NS_PER_TICK;
+      if (c2.reload > 0 && (c2.pendingReload >= 0 || c2.mode !== 0)) {
+        c2.startNs = this.now() + NS_PER_TICK;
+        c2.oneShotFired = false;
+      }
     } else if (!gate && c2.gate && (c2.mode === 0 || c2.mode === 2 || c2.mode === 3 || c2.mode === 4)) {
       // Counting pauses while the gate is low; approximate by restarting from reload on the next rise.
       c2.outWhenIdle = c2.mode !== 0 ? true : c2.out(this.now());
@@ -272,6 +279,7 @@ export class Pit8254 implements Device {
       // If the host fell behind by many periods, skip the missed ones rather than firing them all.
       this.timer.arm(next < now ? now + NS_PER_TICK * c.reload : next);
     } else {
+      c.oneShotFired = true;
       this.timer.cancel();
     }
   }

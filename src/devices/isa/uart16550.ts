@@ -6,7 +6,7 @@ import type { Device, IrqLine } from '../device.js';
 import type { Timer, TimerQueue } from '../timer-queue.js';
 
 const IER_RDA = 1, IER_THRE = 2, IER_RLS = 4, IER_MS = 8;
-const LSR_DR = 1, LSR_OE = 2, LSR_THRE = 0x20, LSR_TEMT = 0x40;
+const LSR_DR = 1, LSR_OE = 2, LSR_BI = 0x10, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MCR_OUT2 = 8, MCR_LOOP = 0x10;
 const FIFO_SIZE = 16;
 /** LSR reads in a row, with no transmission between, after which a guest counts as polling for input. */
@@ -64,6 +64,7 @@ export class Uart16550 implements Device {
       this.refill();
       this.update();
     });
+    backend.onBreak?.(() => this.sendBreak());
   }
 
   reset(): void {
@@ -77,6 +78,14 @@ export class Uart16550 implements Device {
     this.guestReading = false;
     this.emptyPolls = 0;
     this.startReading.cancel();
+    this.update();
+  }
+
+  /** A break condition on the line (QEMU's Ctrl-A b): a NUL character received with LSR.BI set; Linux takes it as SysRq. */
+  sendBreak(): void {
+    if (this.rx.length >= (this.fifoEnabled ? FIFO_SIZE : 1)) this.lsr |= LSR_OE;
+    else this.rx.push(0);
+    this.lsr |= LSR_BI | LSR_DR;
     this.update();
   }
 
@@ -100,7 +109,7 @@ export class Uart16550 implements Device {
   }
 
   private interruptId(): number {
-    if (this.ier & IER_RLS && this.lsr & LSR_OE) return 0x6;
+    if (this.ier & IER_RLS && this.lsr & (LSR_OE | LSR_BI)) return 0x6;
     if (this.ier & IER_RDA && this.rx.length > 0) {
       // With the FIFO, data below the trigger level is reported as a character timeout.
       const trigger = [1, 4, 8, 14][this.fcr >> 6];
@@ -141,7 +150,7 @@ export class Uart16550 implements Device {
       case 5:
         if (!this.guestReading && this.backlog.length > 0 && ++this.emptyPolls >= POLLS_BEFORE_INPUT) this.beginReading();
         v = this.lsr;
-        this.lsr &= ~LSR_OE;
+        this.lsr &= ~(LSR_OE | LSR_BI);
         break;
       case 6:
         if (this.mcr & MCR_LOOP) {

@@ -8,6 +8,8 @@ export interface HostConsole {
   write(bytes: Uint8Array): void;
   /** Input for the guest. One listener (the device). */
   onInput(listener: (bytes: Uint8Array) => void): void;
+  /** A break on the line (Ctrl-A b on a terminal); optional. */
+  onBreak?(listener: () => void): void;
   /** Writes out what is buffered and releases the host resource (terminal mode, socket, file). */
   close(): Promise<void>;
 }

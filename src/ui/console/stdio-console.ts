@@ -4,13 +4,14 @@ const CTRL_A = 0x01;
 
 /**
  * The serial console on the process's stdin/stdout. On a terminal, stdin is switched to raw mode (keys,
- * including Ctrl-C, go to the guest) and QEMU's escape character works: Ctrl-A x quits, Ctrl-A Ctrl-A sends
- * Ctrl-A, Ctrl-A h prints help. When stdin is not a terminal, bytes pass through untouched and are queued by
+ * including Ctrl-C, go to the guest) and QEMU's escape character works: Ctrl-A x quits, Ctrl-A b sends a break
+ * (Linux's SysRq), Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h prints help. When stdin is not a terminal, bytes pass through untouched and are queued by
  * the device until the guest reads them.
  */
 export class StdioConsole implements HostConsole {
   private readonly out = new OutputBatcher((b) => process.stdout.write(b));
   private listener: ((bytes: Uint8Array) => void) | null = null;
+  private breakListener: (() => void) | null = null;
   private pending: Uint8Array[] = [];
   private escape = false;
   private readonly raw: boolean;
@@ -32,6 +33,10 @@ export class StdioConsole implements HostConsole {
     this.listener = listener;
     for (const p of this.pending) listener(p);
     this.pending = [];
+  }
+
+  onBreak(listener: () => void): void {
+    this.breakListener = listener;
   }
 
   private deliver(bytes: Uint8Array): void {
@@ -57,7 +62,13 @@ export class StdioConsole implements HostConsole {
         }
         if (byte === 0x68 /* h */) {
           this.out.flush();
-          process.stdout.write('\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a C-a  sends C-a\r\n');
+          process.stdout.write('\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a b    send break\r\nC-a C-a  sends C-a\r\n');
+          continue;
+        }
+        if (byte === 0x62 /* b */) {
+          this.deliver(Uint8Array.from(passed));
+          passed.length = 0;
+          this.breakListener?.();
           continue;
         }
         if (byte === CTRL_A) passed.push(CTRL_A);
