@@ -1,0 +1,157 @@
+/**
+ * The block layer's driver interface: one open disk image (raw, qcow2, qcow v1).
+ * Offsets and lengths are bytes of the guest-visible (virtual) disk.
+ */
+import { realpath } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { TsvmError } from '../base/errors.js';
+import { BlockFile } from './file.js';
+import { RawImage } from './raw.js';
+import { Qcow2Image } from './qcow2/qcow2.js';
+import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
+import { QcowImage, createQcow } from './qcow/qcow.js';
+
+export type ImageFormat = 'raw' | 'qcow2' | 'qcow';
+
+export interface BlockStatus {
+  /** Bytes from the queried offset that share this status (>0, <= the queried length). */
+  length: number;
+  /** Data for the range is present in this image (not in a backing file, not unallocated). */
+  allocated: boolean;
+  /** The range reads as zeroes. */
+  zero: boolean;
+  /** Host file offset of the data, when it is stored uncompressed in this image's file. */
+  offset?: number;
+}
+
+export interface BlockDriver {
+  readonly format: ImageFormat;
+  readonly virtualSize: number;
+  readonly readOnly: boolean;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  writeZeroes(offset: number, length: number): Promise<void>;
+  discard(offset: number, length: number): Promise<void>;
+  flush(): Promise<void>;
+  blockStatus(offset: number, length: number): Promise<BlockStatus>;
+  close(): Promise<void>;
+}
+
+// ---- opening and creating images ---------------------------------------------------------------
+
+
+export interface OpenImageOptions {
+  /** Image format; probed from the file's magic when omitted. */
+  format?: ImageFormat;
+  readOnly?: boolean;
+  /** qcow2: fsync between the steps of allocating writes. */
+  syncMetadata?: boolean;
+}
+
+export interface CreateImageOptions extends Qcow2CreateOptions {
+  /** qcow v1: cluster size (default 4 KiB). */
+  clusterSize?: number;
+}
+
+const MAX_BACKING_DEPTH = 32;
+
+/** Guesses an image's format from its first bytes ('raw' when nothing matches). */
+export async function probeFormat(path: string): Promise<ImageFormat> {
+  const f = await BlockFile.open(path, true);
+  try {
+    const b = await f.pread(0, 8);
+    const dv = new DataView(b.buffer);
+    if (dv.getUint32(0) === 0x514649fb) {
+      const v = dv.getUint32(4);
+      if (v === 1) return 'qcow';
+      if (v === 2 || v === 3) return 'qcow2';
+    }
+    return 'raw';
+  } finally {
+    await f.close();
+  }
+}
+
+/** Resolves a backing file name stored in `imagePath` (relative names are relative to its directory). */
+export function resolveBackingPath(imagePath: string, name: string): string {
+  return isAbsolute(name) ? name : resolve(dirname(imagePath), name);
+}
+
+/**
+ * Opens a disk image. Backing files are opened recursively (read-only); a chain that loops or is deeper
+ * than 32 images is an error.
+ */
+export function openImage(path: string, options: OpenImageOptions = {}): Promise<BlockDriver> {
+  return openChain(path, options, []);
+}
+
+async function openChain(path: string, options: OpenImageOptions, seen: string[]): Promise<BlockDriver> {
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch {
+    throw new TsvmError(`cannot open '${path}': no such file`);
+  }
+  if (seen.includes(real)) throw new TsvmError(`backing file loop detected at '${path}'`);
+  if (seen.length >= MAX_BACKING_DEPTH) throw new TsvmError(`backing chain of '${seen[0]}' is too deep`);
+  const chain = [...seen, real];
+  const format = options.format ?? (await probeFormat(path));
+  const readOnly = options.readOnly ?? false;
+  const openBacking = async (name: string, fmt: string | undefined): Promise<BlockDriver> => {
+    if (fmt !== undefined && fmt !== 'raw' && fmt !== 'qcow2' && fmt !== 'qcow') {
+      throw new TsvmError(`unsupported backing file format '${fmt}'`);
+    }
+    const opts: OpenImageOptions = { readOnly: true };
+    if (fmt !== undefined) opts.format = fmt;
+    return openChain(resolveBackingPath(path, name), opts, chain);
+  };
+  switch (format) {
+    case 'raw':
+      return RawImage.open(path, readOnly);
+    case 'qcow2': {
+      const o: Parameters<typeof Qcow2Image.open>[1] = { readOnly, openBacking };
+      if (options.syncMetadata !== undefined) o.syncMetadata = options.syncMetadata;
+      return Qcow2Image.open(path, o);
+    }
+    case 'qcow':
+      return QcowImage.open(path, { readOnly, openBacking });
+    default:
+      throw new TsvmError(`unknown image format '${String(format)}'`);
+  }
+}
+
+/**
+ * Creates an empty image. With a backing file and no size (or size < 0), the backing file's size is used.
+ */
+export async function createImage(
+  path: string, format: ImageFormat, size: number | undefined, options: CreateImageOptions = {},
+): Promise<void> {
+  let sz = size ?? -1;
+  if (options.backingFile !== undefined) {
+    if (format === 'raw') throw new TsvmError('raw images cannot have a backing file');
+    const bpath = resolveBackingPath(path, options.backingFile);
+    if (sz < 0) {
+      const o: OpenImageOptions = { readOnly: true };
+      if (options.backingFormat !== undefined) o.format = options.backingFormat as ImageFormat;
+      const b = await openImage(bpath, o);
+      sz = b.virtualSize;
+      await b.close();
+    }
+  }
+  if (sz < 0) throw new TsvmError('image size is required');
+  sz = Math.ceil(sz / 512) * 512; // like qemu-img: whole sectors
+  switch (format) {
+    case 'raw':
+      return RawImage.create(path, sz);
+    case 'qcow2':
+      return createQcow2(path, sz, options);
+    case 'qcow': {
+      const o: Parameters<typeof createQcow>[2] = {};
+      if (options.backingFile !== undefined) o.backingFile = options.backingFile;
+      if (options.clusterSize !== undefined) o.clusterSize = options.clusterSize;
+      return createQcow(path, sz, o);
+    }
+    default:
+      throw new TsvmError(`unknown image format '${String(format)}'`);
+  }
+}
