@@ -166,7 +166,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
     this.ramSize = options.memory.ramSize;
     this.fpu = new X87(this);
-    const jitEnabled = options.jit ?? process.env.TSVM_JIT === '1';
+    const jitEnabled = options.jit ?? process.env.TSVM_JIT !== '0';
     const threshold = options.jitThreshold ?? (Number(process.env.TSVM_JIT_THRESHOLD) || DEFAULT_JIT_THRESHOLD);
     this.jit = jitEnabled ? new CodeCache(this, this.ram.subarray(0, this.ramSize), Math.max(1, Math.min(255, threshold))) : null;
     options.memory.onRamWrite((address, length) => this.jit?.writtenRange(address, length));
@@ -757,15 +757,24 @@ export class X86Cpu implements Stateful, IntrPin {
    * computed unsigned and stored so that the signed compare in fetch8 holds.
    */
   private fetchSlow(): number {
+    const p = this.mapFetchWindow();
+    this.eip = (this.eip + 1) | 0;
+    return this.fetchEipLo === this.fetchEipHi ? this.memory.read(p >>> 0, 1) : this.ram[p];
+  }
+
+  /**
+   * Translates CS:EIP for execution (faulting as an instruction fetch would) and, when it is in RAM, makes its
+   * page the fetch window. Returns the physical address.
+   */
+  private mapFetchWindow(): number {
     const eip = this.eip;
     if (eip >>> 0 > this.segLimit[CS]) this.gp(0);
     const lin = (this.segBase[CS] + eip) | 0;
     const p = this.translate(lin, false, this.cpl === 3);
-    this.eip = (eip + 1) | 0;
     const page = p & PAGE_MASK;
     if (!this.memory.isDirectRam(page >>> 0)) {
       this.invalidateFetch();
-      return this.memory.read(p >>> 0, 1);
+      return p;
     }
     const startU = (eip >>> 0) - (lin & 0xfff);
     const endU = Math.min(startU + 4096, this.segLimit[CS] + 1);
@@ -776,7 +785,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.fetchEipLo = lo;
     this.fetchEipHi = hi;
     this.fetchDelta = page - lo;
-    return this.ram[p];
+    return p;
   }
 
   private invalidateFetch(): void {
@@ -3419,6 +3428,12 @@ export class X86Cpu implements Stateful, IntrPin {
           }
           if (this.jit !== null) {
             const eip = this.eip;
+            if (eip < this.fetchEipLo || eip >= this.fetchEipHi) {
+              // Entering another page (a far jump, an interrupt, a return): map it now, so that its block runs
+              // instead of one interpreted instruction doing the mapping.
+              this.instrStart = eip;
+              this.mapFetchWindow();
+            }
             if (eip >= this.fetchEipLo && eip < this.fetchEipHi) {
               const block = this.jit.lookup(this.fetchDelta + eip, eip, (this.cs32 ? MODE_CS32 : 0) | this.flatData);
               if (block !== undefined && block.lastByteEip >>> 0 <= this.segLimit[CS]) {
