@@ -44,6 +44,7 @@ hex:
 digits: .ascii "0123456789abcdef"
 buf: .space 64
 sbuf: .space 256
+lbuf: .space 12288
 fa: .quad 0
 fb: .quad 0
 fr: .quad 0
@@ -179,6 +180,24 @@ test('string instructions with REP prefixes, both directions', { skip }, () => {
     }
   }
   compare('string', cases.map((c) => c.replace(/buf2/g, 'sbuf')));
+});
+
+test('REP MOVS/STOS over several pages, unaligned and overlapping', { skip }, () => {
+  // Fills lbuf (3 pages) with a pattern, runs one string instruction, and prints a checksum of the buffer
+  // plus where EDI and ECX ended.
+  const pattern = `  leal lbuf, %edi\n  movl $3072, %ecx\n  movl $0x9e3779b9, %eax\n1: movl %eax, (%edi)\n  addl $4, %edi\n  imull $0x01000193, %eax\n  xorl %ecx, %eax\n  loop 1b\n  cld`;
+  const checksum = `  movl %edi, %ebx\n  subl $lbuf, %ebx\n  addl %ecx, %ebx\n  leal lbuf, %esi\n  movl $3072, %ecx\n  xorl %eax, %eax\n2: roll $5, %eax\n  xorl (%esi), %eax\n  addl $4, %esi\n  loop 2b\n  movl %ebx, %edx\n  call print2`;
+  const cases = [
+    'movl $0x11223344, %eax\n  leal lbuf+5, %edi\n  movl $2500, %ecx\n  rep stosl',
+    'movl $0x5a, %eax\n  leal lbuf+3, %edi\n  movl $9000, %ecx\n  rep stosb',
+    'movl $0xbeef, %eax\n  leal lbuf+1, %edi\n  movl $3000, %ecx\n  rep stosw',
+    'leal lbuf+7, %esi\n  leal lbuf+6001, %edi\n  movl $1300, %ecx\n  rep movsl',
+    'leal lbuf+100, %esi\n  leal lbuf+101, %edi\n  movl $5000, %ecx\n  rep movsb',
+    'leal lbuf, %esi\n  leal lbuf+2, %edi\n  movl $2000, %ecx\n  rep movsl',
+    'leal lbuf+3000, %esi\n  leal lbuf+10, %edi\n  movl $6000, %ecx\n  rep movsb',
+    'leal lbuf+4095, %esi\n  leal lbuf+8190, %edi\n  movl $1000, %ecx\n  rep movsw',
+  ].map((op) => `${pattern}\n  ${op}\n${checksum}`);
+  compare('bulk-string', cases);
 });
 
 test('x87: arithmetic, square root, compares and integer stores on double operands', { skip }, () => {

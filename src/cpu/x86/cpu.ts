@@ -2080,8 +2080,21 @@ export class X86Cpu implements Stateful, IntrPin {
     // A bounded number of iterations per step keeps interrupts and timers responsive; the instruction is
     // restarted (EIP stays) until the count runs out.
     let budget = repeat ? 4096 : 1;
+    const bulk = repeat && amask === -1 && delta > 0 && (op === 0xa4 || op === 0xa5 || op === 0xaa || op === 0xab);
     for (;;) {
       if (repeat && (r[1] & amask) === 0) return;
+      if (bulk) {
+        const done = this.bulkMoveOrStore(op === 0xa4 || op === 0xa5, size, srcSeg);
+        if (done > 0) {
+          if (r[1] === 0) return;
+          budget -= done;
+          if (budget <= 0) {
+            this.eip = this.instrStart;
+            return;
+          }
+          continue;
+        }
+      }
       const si = r[6] & amask;
       const di = r[7] & amask;
       let stop = false;
@@ -2137,6 +2150,47 @@ export class X86Cpu implements Stateful, IntrPin {
         return;
       }
     }
+  }
+
+  /**
+   * REP MOVS / REP STOS with 32-bit addressing, forwards: as many elements as stay inside one source and one
+   * destination page of plain RAM, copied or filled at once (page clearing and copying are most of what a
+   * booting kernel does with them). Returns the elements done, 0 when the element-wise path must run (the
+   * first element faults there, exactly).
+   */
+  private bulkMoveOrStore(move: boolean, size: number, srcSeg: number): number {
+    const r = this.regs;
+    const di = r[7] >>> 0, si = r[6] >>> 0;
+    const dst = (this.segBase[ES] + di) | 0;
+    let n = Math.min(r[1] >>> 0, ((4096 - (dst & 0xfff)) / size) | 0);
+    const src = (this.segBase[srcSeg] + si) | 0;
+    if (move) n = Math.min(n, ((4096 - (src & 0xfff)) / size) | 0);
+    if (n < 2) return 0;
+    const bytes = n * size;
+    const fits = (seg: number, off: number, access: number) => this.segFlat[seg] !== 0 ||
+      ((this.segAccess[seg] & access) !== 0 && off >= this.segLo[seg] && off + bytes - 1 <= this.segHi[seg]);
+    if (!fits(ES, di, 2) || (move && !fits(srcSeg, si, 1))) return 0;
+    const user = this.cpl === 3;
+    const jit = this.jit;
+    const s = move ? this.translate(src, false, user) : 0;
+    const d = this.translate(dst, true, user);
+    if (d >>> 0 >= this.ramSize || !this.memory.isDirectRam((d & PAGE_MASK) >>> 0) || (jit !== null && jit.codePages[d >>> 12] !== 0)) return 0;
+    if (move) {
+      if (s >>> 0 >= this.ramSize || !this.memory.isDirectRam((s & PAGE_MASK) >>> 0)) return 0;
+      // An overlapping forward copy repeats a pattern element by element; copyWithin would not.
+      if (d > s && d < s + bytes) return 0;
+      this.ram.copyWithin(d, s, s + bytes);
+      r[6] = (r[6] + bytes) | 0;
+    } else if (size === 1) {
+      this.ram.fill(r[0] & 0xff, d, d + bytes);
+    } else if (size === 4 && (d & 3) === 0) {
+      this.ram32.fill(r[0], d >> 2, (d + bytes) >> 2);
+    } else {
+      for (let i = 0; i < bytes; i++) this.ram[d + i] = r[0] >>> ((i % size) * 8);
+    }
+    r[7] = (r[7] + bytes) | 0;
+    r[1] = (r[1] - n) | 0;
+    return n;
   }
 
   /** Adds delta to a register under the address-size mask (SI/DI/CX wrap at 64 KiB in 16-bit addressing). */
