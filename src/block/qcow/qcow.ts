@@ -114,6 +114,9 @@ export class QcowImage implements BlockDriver {
   get readOnly(): boolean {
     return this.file.readOnly;
   }
+  get backingDriver(): BlockDriver | undefined {
+    return this.backing;
+  }
 
   static async open(path: string, opts: QcowOpenOptions = {}): Promise<QcowImage> {
     const file = await BlockFile.open(path, opts.readOnly ?? false);

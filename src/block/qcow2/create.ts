@@ -63,9 +63,10 @@ export async function createQcow2(path: string, size: number, opts: Qcow2CreateO
   };
   if (opts.backingFile !== undefined) h.backingFile = opts.backingFile;
   if (opts.backingFormat !== undefined) h.backingFormat = opts.backingFormat;
-  // Like qemu-img, include the feature name table when it fits in the first cluster.
+  // Like qemu-img, version 3 images carry the feature name table when it fits in the first cluster.
   let header: Uint8Array;
   try {
+    if (version < 3) throw new RangeError('no feature names in version 2');
     header = encodeFullHeader({ ...h, extensions: [{ type: EXT_FEATURE_NAMES, data: featureNameTable() }] }, cs);
   } catch {
     header = encodeFullHeader(h, cs);
@@ -85,7 +86,8 @@ export async function createQcow2(path: string, size: number, opts: Qcow2CreateO
     await file.pwrite(0, header);
     await file.pwrite(cs, rt);
     await file.pwrite((1 + k) * cs, blocks);
-    await file.truncate(total * cs);
+    // The file ends where the L1 table does, as qemu-img leaves it.
+    await file.truncate(l1Size > 0 ? h.l1TableOffset + l1Size * 8 : total * cs);
     await file.sync();
   } finally {
     await file.close();

@@ -69,6 +69,8 @@ export interface SnapshotInfo {
   dateNsec: number;
   vmClockNsec: bigint;
   diskSize?: number;
+  /** Instruction count of a record/replay run; absent when the snapshot has none. */
+  icount?: number;
 }
 
 /** A decoded L2 entry. */
@@ -1027,6 +1029,10 @@ export class Qcow2Image implements BlockDriver {
         vmClockNsec: s.vmClockNsec,
       };
       if (s.diskSize !== undefined) info.diskSize = s.diskSize;
+      if (s.extra.length >= 24) {
+        const icount = new DataView(s.extra.buffer, s.extra.byteOffset).getBigInt64(16);
+        if (icount >= 0n) info.icount = Number(icount);
+      }
       return info;
     });
   }

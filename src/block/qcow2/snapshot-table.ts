@@ -80,12 +80,12 @@ export function encodeSnapshotTable(entries: SnapshotEntry[]): Uint8Array {
   return out;
 }
 
-/** Extra data as QEMU 7.2 writes it: vm_state_size_large, disk_size, icount (-1 = none). */
+/** Extra data as qemu-img 7.2 writes it: vm_state_size_large, disk_size, icount (0: not recorded by a replay). */
 export function makeExtra(vmStateSize: number, diskSize: number): Uint8Array {
   const extra = new Uint8Array(24);
   const dv = new DataView(extra.buffer);
   setU64(dv, 0, vmStateSize);
   setU64(dv, 8, diskSize);
-  dv.setBigInt64(16, -1n);
+  dv.setBigInt64(16, 0n);
   return extra;
 }

@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { TsvmError } from '../base/errors.js';
+import { TSVM_VERSION } from '../api/version.js';
+import { runMain } from './main-guard.js';
+import { checkCommand, repairMode } from './img/check.js';
+import { commitCommand, convertCommand, createCommand, rebaseCommand, resizeCommand, snapshotCommand } from './img/edit.js';
+import { infoCommand } from './img/info.js';
+import { compareCommand, mapCommand, measureCommand } from './img/inspect.js';
+
+/** Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow). */
+
+const USAGE = `usage: tsvm-img [standard options] command [command options]
+Disk image utility compatible with qemu-img (formats: raw, qcow2, qcow)
+
+Commands:
+  create [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-q] filename [size]
+  info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename
+  check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
+  convert [-c] [-p] [-n] [-f fmt] [-O output_fmt] [-B backing_file] [-o options] [-S size] filename output_filename
+  snapshot [-l | -c name | -a name | -d name] [-f fmt] filename
+  commit [-f fmt] [-d] filename
+  rebase [-f fmt] [-u] -b backing_file [-F backing_fmt] filename
+  resize [-f fmt] [--shrink] filename [+|-]size
+  map [-f fmt] [--output=human|json] filename
+  compare [-f fmt] [-F fmt] [-s] filename1 filename2
+  measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]
+
+Sizes take the suffixes k, M, G, T, P, E (powers of 1024).
+`;
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+const common: Options = {
+  format: { type: 'string', short: 'f' },
+  quiet: { type: 'boolean', short: 'q' },
+  'force-share': { type: 'boolean', short: 'U' },
+  'image-opts': { type: 'boolean' },
+  output: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+function parse(command: string, args: string[], options: Options) {
+  try {
+    return parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
+  } catch (e) {
+    const m = /'(-[^']*)'/.exec((e as Error).message);
+    throw new TsvmError(m ? `${command}: unrecognized option '${m[1]}'` : `${command}: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+function outputJson(value: unknown): boolean {
+  if (value === undefined || value === 'human') return false;
+  if (value === 'json') return true;
+  throw new TsvmError(`--output must be used with human or json as argument.`);
+}
+
+function positionals(list: string[], min: number, max: number, what: string): string[] {
+  if (list.length < min) throw new TsvmError(`Expecting ${what}`);
+  if (list.length > max) throw new TsvmError(`Unexpected argument: ${list[max]}`);
+  return list;
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+async function main(): Promise<number> {
+  const [command, ...args] = process.argv.slice(2);
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 1 : 0;
+  }
+  if (command === '-V' || command === '--version') {
+    process.stdout.write(`tsvm-img version ${TSVM_VERSION} (qemu-img compatible)\n`);
+    return 0;
+  }
+  switch (command) {
+    case 'create': {
+      const { values: v, positionals: p } = parse(command, args, {
+        backing: { type: 'string', short: 'b' }, 'backing-format': { type: 'string', short: 'F' },
+        options: { type: 'string', short: 'o' }, unsafe: { type: 'boolean', short: 'u' },
+      });
+      const [file, size] = positionals(p, 1, 2, 'image file name');
+      return createCommand(file, size, {
+        ...(str(v.format) && { format: str(v.format) }), ...(str(v.backing) !== undefined && { backing: str(v.backing) }),
+        ...(str(v['backing-format']) && { backingFormat: str(v['backing-format']) }), ...(str(v.options) && { options: str(v.options) }),
+        unsafe: v.unsafe === true, quiet: v.quiet === true,
+      });
+    }
+    case 'info': {
+      const { values: v, positionals: p } = parse(command, args, { 'backing-chain': { type: 'boolean' } });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      return infoCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output), chain: v['backing-chain'] === true });
+    }
+    case 'check': {
+      const { values: v, positionals: p } = parse(command, args, { repair: { type: 'string', short: 'r' } });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      const repair = repairMode(str(v.repair));
+      return checkCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output), ...(repair && { repair }) });
+    }
+    case 'convert': {
+      const { values: v, positionals: p } = parse(command, args, {
+        'output-format': { type: 'string', short: 'O' }, compress: { type: 'boolean', short: 'c' },
+        progress: { type: 'boolean', short: 'p' }, options: { type: 'string', short: 'o' },
+        backing: { type: 'string', short: 'B' }, 'no-create': { type: 'boolean', short: 'n' },
+        sparse: { type: 'string', short: 'S' }, 'target-format': { type: 'string', short: 'F' },
+      });
+      positionals(p, 2, Infinity, 'input and output file names');
+      if (str(v.sparse) !== undefined && !/^\d+[kKMG]?$/.test(str(v.sparse)!)) throw new TsvmError(`Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 2097152.`);
+      return convertCommand(p.slice(0, -1), p[p.length - 1], {
+        ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
+        compress: v.compress === true, progress: v.progress === true && v.quiet !== true,
+        ...(str(v.options) && { options: str(v.options) }), ...(str(v.backing) && { backing: str(v.backing) }), noCreate: v['no-create'] === true,
+      });
+    }
+    case 'snapshot': {
+      const { values: v, positionals: p } = parse(command, args, {
+        list: { type: 'boolean', short: 'l' }, create: { type: 'string', short: 'c' },
+        apply: { type: 'string', short: 'a' }, delete: { type: 'string', short: 'd' },
+      });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      const actions = [v.list === true, v.create !== undefined, v.apply !== undefined, v.delete !== undefined].filter(Boolean).length;
+      if (actions > 1) throw new TsvmError('Cannot mix \'-l\', \'-a\', \'-c\', \'-d\'');
+      return snapshotCommand(file, {
+        list: actions === 0 || v.list === true, ...(str(v.create) !== undefined && { create: str(v.create) }),
+        ...(str(v.apply) !== undefined && { apply: str(v.apply) }), ...(str(v.delete) !== undefined && { remove: str(v.delete) }),
+      }, str(v.format));
+    }
+    case 'commit': {
+      const { values: v, positionals: p } = parse(command, args, { drop: { type: 'boolean', short: 'd' }, base: { type: 'string', short: 'b' }, progress: { type: 'boolean', short: 'p' } });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      if (v.base !== undefined) throw new TsvmError('commit -b (to a base deeper than the backing file) is not supported by this version');
+      return commitCommand(file, { ...(str(v.format) && { format: str(v.format) }), drop: v.drop === true });
+    }
+    case 'rebase': {
+      const { values: v, positionals: p } = parse(command, args, {
+        backing: { type: 'string', short: 'b' }, 'backing-format': { type: 'string', short: 'F' },
+        unsafe: { type: 'boolean', short: 'u' }, progress: { type: 'boolean', short: 'p' },
+      });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      return rebaseCommand(file, {
+        ...(str(v.format) && { format: str(v.format) }), ...(str(v.backing) !== undefined && { backing: str(v.backing) }),
+        ...(str(v['backing-format']) && { backingFormat: str(v['backing-format']) }), unsafe: v.unsafe === true,
+      });
+    }
+    case 'resize': {
+      // A negative relative size looks like an option to the parser: take the last argument as the size.
+      const sizeArg = args[args.length - 1];
+      const { values: v, positionals: p } = parse(command, args.slice(0, -1), { shrink: { type: 'boolean' }, preallocation: { type: 'string' } });
+      const [file] = positionals(p, 1, 1, 'image file name and size');
+      if (sizeArg === undefined) throw new TsvmError('Expecting image file name and size');
+      return resizeCommand(file, sizeArg, { ...(str(v.format) && { format: str(v.format) }), shrink: v.shrink === true });
+    }
+    case 'map': {
+      const { values: v, positionals: p } = parse(command, args, {});
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      return mapCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output) });
+    }
+    case 'compare': {
+      const { values: v, positionals: p } = parse(command, args, { 'second-format': { type: 'string', short: 'F' }, strict: { type: 'boolean', short: 's' } });
+      const [a, b] = positionals(p, 2, 2, 'two image file names');
+      return compareCommand(a, b, {
+        ...(str(v.format) && { formatA: str(v.format), formatB: str(v.format) }),
+        ...(str(v['second-format']) && { formatB: str(v['second-format']) }), strict: v.strict === true,
+      });
+    }
+    case 'measure': {
+      const { values: v, positionals: p } = parse(command, args, {
+        'output-format': { type: 'string', short: 'O' }, options: { type: 'string', short: 'o' }, size: { type: 'string' },
+      });
+      const [file] = positionals(p, 0, 1, 'one image file name');
+      return measureCommand(file, {
+        ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
+        ...(str(v.size) && { size: str(v.size) }), ...(str(v.options) && { options: str(v.options) }), json: outputJson(v.output),
+      });
+    }
+    case 'amend':
+      throw new TsvmError('amend is not supported by this version');
+    default:
+      throw new TsvmError(`Command not found: ${command}`);
+  }
+}
+
+runMain('tsvm-img', main);
