@@ -1,2 +1,3 @@
 /** `npm run bench`: every benchmark, one after the other, each printing its own table. */
 await import('./boot.js');
+await import('./img.js');

@@ -6,6 +6,7 @@ import { realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { TsvmError } from '../base/errors.js';
 import { BlockFile } from './file.js';
+import { type ImageLock, lockImage } from './lock.js';
 import { RawImage } from './raw.js';
 import { Qcow2Image } from './qcow2/qcow2.js';
 import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
@@ -46,6 +47,11 @@ export interface OpenImageOptions {
   readOnly?: boolean;
   /** qcow2: fsync between the steps of allocating writes. */
   syncMetadata?: boolean;
+  /**
+   * Take QEMU-compatible locks on the image file (not its backing files) while it is open: for reading,
+   * others may not write; for writing, others may only read. Off by default (qemu-img's -U).
+   */
+  lock?: boolean;
 }
 
 export interface CreateImageOptions extends Qcow2CreateOptions {
@@ -81,8 +87,31 @@ export function resolveBackingPath(imagePath: string, name: string): string {
  * Opens a disk image. Backing files are opened recursively (read-only); a chain that loops or is deeper
  * than 32 images is an error.
  */
-export function openImage(path: string, options: OpenImageOptions = {}): Promise<BlockDriver> {
-  return openChain(path, options, []);
+export async function openImage(path: string, options: OpenImageOptions = {}): Promise<BlockDriver> {
+  if (!options.lock) return openChain(path, options, []);
+  let lock: ImageLock;
+  try {
+    lock = lockImage(path, !(options.readOnly ?? false));
+  } catch (e) {
+    if (e instanceof TsvmError) throw e;
+    throw new TsvmError(`cannot open '${path}': ${(e as Error).message}`);
+  }
+  try {
+    const image = await openChain(path, options, []);
+    const close = image.close.bind(image);
+    // The lock lives as long as the image is open.
+    image.close = async () => {
+      try {
+        await close();
+      } finally {
+        lock.release();
+      }
+    };
+    return image;
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
 }
 
 async function openChain(path: string, options: OpenImageOptions, seen: string[]): Promise<BlockDriver> {

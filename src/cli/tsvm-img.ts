@@ -4,8 +4,9 @@ import { TsvmError } from '../base/errors.js';
 import { TSVM_VERSION } from '../api/version.js';
 import { runMain } from './main-guard.js';
 import { checkCommand, repairMode } from './img/check.js';
-import { commitCommand, convertCommand, createCommand, rebaseCommand, resizeCommand, snapshotCommand } from './img/edit.js';
+import { amendCommand, commitCommand, convertCommand, createCommand, rebaseCommand, resizeCommand, snapshotCommand } from './img/edit.js';
 import { infoCommand } from './img/info.js';
+import { setForceShare } from './img/open.js';
 import { compareCommand, mapCommand, measureCommand } from './img/inspect.js';
 
 /** Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow). */
@@ -25,6 +26,7 @@ Commands:
   map [-f fmt] [--output=human|json] filename
   compare [-f fmt] [-F fmt] [-s] filename1 filename2
   measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]
+  amend [-f fmt] -o options filename
 
 Sizes take the suffixes k, M, G, T, P, E (powers of 1024).
 `;
@@ -42,7 +44,9 @@ const common: Options = {
 
 function parse(command: string, args: string[], options: Options) {
   try {
-    return parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
+    const parsed = parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
+    setForceShare(parsed.values['force-share'] === true);
+    return parsed;
   } catch (e) {
     const m = /'(-[^']*)'/.exec((e as Error).message);
     throw new TsvmError(m ? `${command}: unrecognized option '${m[1]}'` : `${command}: ${(e as Error).message.split('\n')[0]}`);
@@ -173,8 +177,12 @@ async function main(): Promise<number> {
         ...(str(v.size) && { size: str(v.size) }), ...(str(v.options) && { options: str(v.options) }), json: outputJson(v.output),
       });
     }
-    case 'amend':
-      throw new TsvmError('amend is not supported by this version');
+    case 'amend': {
+      const { values: v, positionals: p } = parse(command, args, { options: { type: 'string', short: 'o' } });
+      const [file] = positionals(p, 1, 1, 'one image file name');
+      if (str(v.options) === undefined) throw new TsvmError('Expecting option list');
+      return amendCommand(file, { ...(str(v.format) && { format: str(v.format) }), options: str(v.options)! });
+    }
     default:
       throw new TsvmError(`Command not found: ${command}`);
   }

@@ -49,7 +49,9 @@ for (const cfg of configs) {
       const cs = img.clusterSize;
       const canSnap = (cfg.opts.refcountBits ?? 16) > 1;
       const pending: Promise<void>[] = [];
-      for (let i = 0; i < 300; i++) {
+      /** What the disk held when each snapshot was taken, to check reverts. */
+      const snapshotModels = new Map<string, Uint8Array>();
+      for (let i = 0; i < 600; i++) {
         const op = r(100);
         const off = r(size);
         const len = Math.min(size - off, 1 + r(r(4) === 0 ? 4 * cs : 3000));
@@ -77,8 +79,20 @@ for (const cfg of configs) {
         } else if (op < 88 && canSnap) {
           await Promise.all(pending.splice(0));
           await img.createSnapshot(`s${i}`);
+          snapshotModels.set(`s${i}`, model.slice());
           const snaps = img.listSnapshots();
-          if (snaps.length > 2) await img.deleteSnapshot(snaps[r(snaps.length)]!.name);
+          if (snaps.length > 2) {
+            const victim = snaps[r(snaps.length)]!.name;
+            await img.deleteSnapshot(victim);
+            snapshotModels.delete(victim);
+          }
+        } else if (op < 90 && snapshotModels.size > 0) {
+          // Revert to a snapshot: the disk reads as it did then.
+          await Promise.all(pending.splice(0));
+          const names = [...snapshotModels.keys()];
+          const name = names[r(names.length)]!;
+          await img.applySnapshot(name);
+          model.set(snapshotModels.get(name)!);
         } else if (op < 92) {
           await Promise.all(pending.splice(0));
           await img.close();

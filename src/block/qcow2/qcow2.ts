@@ -1258,10 +1258,17 @@ export class Qcow2Image implements BlockDriver {
 
   /** Reference counts of every host cluster as implied by the metadata. */
   private async computeRefs(includeRefcountStructures: boolean): Promise<{ refs: Float64Array; errors: number; allocated: number }> {
-    let refs = new Float64Array(Math.max(16, Math.ceil((await this.file.size()) / this.cs) + 16));
+    const fileSize = await this.file.size();
+    let refs = new Float64Array(Math.max(16, Math.ceil(fileSize / this.cs) + 16));
     let errors = 0, allocated = 0;
     const inc = (off: number, len: number) => {
       if (len <= 0) return;
+      // A reference past the end of the file (damaged metadata) is an error, as in qemu-img; counting it
+      // would only grow the table towards the bogus offset.
+      if (off + len > alignUp(fileSize, this.cs)) {
+        errors++;
+        return;
+      }
       const a = Math.floor(off / this.cs), b = Math.floor((off + len - 1) / this.cs);
       if (b >= refs.length) {
         const bigger = new Float64Array(Math.max(b + 1, refs.length * 2));
@@ -1399,6 +1406,20 @@ export class Qcow2Image implements BlockDriver {
   /** Lazy refcounts flag (informational: refcounts are always kept up to date). */
   get lazyRefcounts(): boolean {
     return (this.header.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n;
+  }
+
+  /** `amend -o lazy_refcounts=on|off`: only the flag changes, since refcounts here are always exact. */
+  async setLazyRefcounts(on: boolean): Promise<void> {
+    if (this.readOnly) throw new TsvmError('image is read-only');
+    if (on && this.header.version < 3) {
+      throw new TsvmError('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
+    }
+    await this.mutex.run(async () => {
+      if (on) this.header.compatible |= COMPAT_LAZY_REFCOUNTS;
+      else this.header.compatible &= ~COMPAT_LAZY_REFCOUNTS;
+      await this.writeHeader();
+      await this.file.sync();
+    });
   }
 }
 

@@ -7,7 +7,7 @@ import { isZero } from '../../block/util.js';
 import { backingOf } from './info.js';
 import { checkFormat, creationOptions, openForCommand } from './open.js';
 import { snapshotTable } from './info.js';
-import { parseSize } from './units.js';
+import { parseOnOff, parseOptionList, parseSize } from './units.js';
 
 const CHUNK = 1 << 20;
 
@@ -60,7 +60,7 @@ export async function convertCommand(inputs: string[], output: string, opts: {
   } : undefined;
   try {
     if (opts.noCreate) {
-      const dst = await openImage(output, { format: outFormat });
+      const dst = await openImage(output, { format: outFormat, lock: true });
       try {
         await copyInto(src, dst, opts.compress, progress);
       } finally {
@@ -160,7 +160,7 @@ export async function commitCommand(file: string, opts: { format?: string; drop:
     throw new TsvmError('Image does not have a backing file');
   }
   const basePath = resolveBackingPath(file, backing.name);
-  const base = await openImage(basePath, backing.format === undefined ? {} : { format: backing.format as ImageFormat });
+  const base = await openImage(basePath, backing.format === undefined ? { lock: true } : { lock: true, format: backing.format as ImageFormat });
   const topFormat = top.format;
   let snapshots = 0;
   try {
@@ -191,5 +191,20 @@ export async function commitCommand(file: string, opts: { format?: string; drop:
     await createImage(file, topFormat, size, options);
   }
   process.stdout.write('Image committed.\n');
+  return 0;
+}
+
+/** `amend -o`: the qcow2 options that can change in place here (lazy_refcounts); others are refused. */
+export async function amendCommand(file: string, opts: { format?: string; options: string }): Promise<number> {
+  const image = await openForCommand(file, opts.format, false);
+  try {
+    if (!(image instanceof Qcow2Image)) throw new TsvmError(`Format driver '${image.format}' does not support option amendment`);
+    for (const [key, value] of parseOptionList(opts.options)) {
+      if (key === 'lazy_refcounts') await image.setLazyRefcounts(parseOnOff(key, value));
+      else throw new TsvmError(`Changing '${key}' is not supported by this version (only lazy_refcounts)`);
+    }
+  } finally {
+    await image.close();
+  }
   return 0;
 }

@@ -11,7 +11,14 @@ export function checkFormat(name: string | undefined, file: string): ImageFormat
   return name as ImageFormat;
 }
 
-/** Opens an image as qemu-img does for a command, with its error wording. */
+/** -U (--force-share): read-only opens take no locks, so images in use by a VM can be inspected. */
+let forceShare = false;
+
+export function setForceShare(share: boolean): void {
+  forceShare = share;
+}
+
+/** Opens an image as qemu-img does for a command (locked unless -U on a read-only open), with its error wording. */
 export async function openForCommand(file: string, format: string | undefined, readOnly: boolean): Promise<BlockDriver> {
   try {
     await stat(file);
@@ -19,7 +26,8 @@ export async function openForCommand(file: string, format: string | undefined, r
     throw new TsvmError(`Could not open '${file}': No such file or directory`);
   }
   const fmt = checkFormat(format, file);
-  return openImage(file, fmt === undefined ? { readOnly } : { readOnly, format: fmt });
+  const lock = !(readOnly && forceShare);
+  return openImage(file, fmt === undefined ? { readOnly, lock } : { readOnly, lock, format: fmt });
 }
 
 /** Bytes the file takes on disk (qemu-img's "disk size", JSON "actual-size"). */

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../../block/test-helpers.js';
@@ -128,6 +129,9 @@ test('tsvm-img check (exit codes, repair), snapshot, resize, commit, rebase', { 
     assert.equal(JSON.parse(qemuImg('map', '--output=json', t.path('top.qcow2'))).some((e: { depth: number; data: boolean }) => e.depth === 0 && e.data), false, 'top is empty again');
     assert.equal(qemuImgStatus('check', t.path('l.qcow2')).status, 0);
 
+    assert.equal(tsvmImg(t.dir, 'amend', '-o', 'lazy_refcounts=on', 'l.qcow2').status, 0);
+    assert.equal(JSON.parse(qemuImg('info', '--output=json', t.path('l.qcow2')))['format-specific'].data['lazy-refcounts'], true);
+    assert.equal(qemuImgStatus('check', t.path('l.qcow2')).status, 0);
     tsvmImg(t.dir, 'convert', '-O', 'qcow2', 'l.qcow2', 'copy.qcow2');
     assert.equal(tsvmImg(t.dir, 'rebase', '-b', 'copy.qcow2', '-F', 'qcow2', 'top.qcow2').status, 0);
     assert.equal(JSON.parse(qemuImg('info', '--output=json', t.path('top.qcow2')))['backing-filename'], 'copy.qcow2');
@@ -177,6 +181,48 @@ test('tsvm-img: bad options and hostile images get one line and a non-zero exit'
     qemuImg('create', '-f', 'qcow2', '-b', 'loop1.qcow2', '-F', 'qcow2', '-u', t.path('loop2.qcow2'), '1M');
     oneLine(tsvmImg(t.dir, 'info', '--backing-chain', 'loop1.qcow2'), 'backing loop (info)');
     oneLine(tsvmImg(t.dir, 'convert', '-O', 'raw', 'loop1.qcow2', 'x.raw'), 'backing loop (convert)');
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('tsvm-img and QEMU refuse to use an image the other is writing (QEMU-compatible locks)', { skip }, async () => {
+  const t = tmpDir();
+  try {
+    qemuImg('create', '-f', 'qcow2', t.path('busy.qcow2'), '16M');
+    // QEMU holds it: qemu-io keeps the image open read-write while it sleeps.
+    const qemu = spawn('qemu-io', ['-c', 'sleep 20000', t.path('busy.qcow2')], { stdio: 'ignore' });
+    try {
+      let r = tsvmImg(t.dir, 'info', 'busy.qcow2');
+      for (let i = 0; i < 50 && r.status === 0; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = tsvmImg(t.dir, 'info', 'busy.qcow2');
+      }
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /^tsvm-img: Failed to get shared "write" lock on '.*busy.qcow2': another process is using the image\n$/);
+      assert.equal(tsvmImg(t.dir, 'info', '-U', 'busy.qcow2').status, 0, 'info -U shares');
+      assert.match(tsvmImg(t.dir, 'snapshot', '-c', 's', 'busy.qcow2').stderr, /lock/);
+    } finally {
+      qemu.kill('SIGKILL');
+      await once(qemu, 'exit');
+    }
+    // tsvm holds it for writing: QEMU refuses, as it does with its own writers.
+    const moduleUrl = new URL('../../block/index.js', import.meta.url).href;
+    const holder = spawn(process.execPath, ['--input-type=module', '-e',
+      `const { openImage } = await import(${JSON.stringify(moduleUrl)}); await openImage(${JSON.stringify(t.path('busy.qcow2'))}, { lock: true }); console.log('locked'); process.stdin.resume();`],
+    { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await once(holder.stdout!, 'data');
+      const q = qemuImgStatus('info', t.path('busy.qcow2'));
+      assert.notEqual(q.status, 0);
+      assert.match(q.out, /Failed to get shared "write" lock/);
+      assert.equal(qemuImgStatus('info', '-U', t.path('busy.qcow2')).status, 0);
+      assert.notEqual(spawnSync('qemu-io', ['-c', 'write 0 4k', t.path('busy.qcow2')]).status, 0, 'qemu-io may not write');
+    } finally {
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+    }
+    assert.equal(qemuImgStatus('check', t.path('busy.qcow2')).status, 0, 'free again once the holder is gone');
   } finally {
     t.cleanup();
   }
