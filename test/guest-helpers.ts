@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { ensureDefaultGuest, type GuestInfo } from '../src/guest/default-guest.js';
 
 export const HAVE_QEMU = spawnSync('which', ['qemu-system-i386']).status === 0;
@@ -48,6 +49,42 @@ export function runConsole(command: string, args: string[], input: string, after
     child.on('close', (status) => {
       clearTimeout(timer);
       resolve({ status, output, timedOut });
+    });
+  });
+}
+
+/** The compiled `tsvm` command. */
+export const TSVM = fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url));
+
+/**
+ * Runs a VM process until `done()` holds (polled; e.g. a log file shows a line) or `timeoutMs` passes, then
+ * kills it. Resolves with its stdout/stderr and whether it timed out.
+ */
+export function runUntil(command: string, args: string[], done: () => boolean, timeoutMs: number): Promise<{ output: string; timedOut: boolean; status: number | null }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let timedOut = false;
+    child.stdout.on('data', (d: Buffer) => (output += d.toString('latin1')));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString('latin1')));
+    const check = () => {
+      let ok = false;
+      try {
+        ok = done();
+      } catch {
+        // The log file may not exist yet.
+      }
+      if (ok) child.kill('SIGKILL');
+    };
+    const poll = setInterval(check, 100);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('close', (status) => {
+      clearInterval(poll);
+      clearTimeout(timer);
+      resolve({ output, timedOut, status });
     });
   });
 }

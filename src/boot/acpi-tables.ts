@@ -2,6 +2,20 @@ import {
   GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_BLK, PM1A_CNT_LEN, PM1A_EVT_BLK, PM1A_EVT_LEN, PM_TMR_BLK, PM_TMR_LEN, SCI_IRQ, SLP_TYP_S5,
 } from '../devices/acpi/pm-constants.js';
 
+/**
+ * The ACPI tables as two relocatable blobs, as QEMU hands them to firmware: the RSDP (which must live in the
+ * 0xE0000-0xFFFFF area) and the other tables. Every pointer field holds an offset into `tables` until the
+ * blobs are placed, by tsvm itself (direct Linux boot) or by the firmware running the fw_cfg table loader.
+ */
+export interface AcpiBlobs {
+  rsdp: Uint8Array;
+  tables: Uint8Array;
+  /** 32-bit pointer fields, each to be increased by the address `tables` is placed at. */
+  pointers: { blob: 'rsdp' | 'tables'; offset: number }[];
+  /** Checksummed ranges: the byte at `offset` makes the sum of [start, start+length) zero. */
+  checksums: { blob: 'rsdp' | 'tables'; offset: number; start: number; length: number }[];
+}
+
 /** ACPI tables placed at guest-physical addresses, ready to copy into memory. */
 export interface AcpiTables {
   rsdpAddress: number;
@@ -39,40 +53,86 @@ function table(signature: string, revision: number, length: number, fill: (dv: D
   return bytes;
 }
 
-/** The DSDT's AML: `Name (_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })` so the OS knows how to power off. */
-function dsdtAml(): Uint8Array {
-  return Uint8Array.of(
-    0x08, 0x5f, 0x53, 0x35, 0x5f, // NameOp "_S5_"
-    0x12, 0x06, 0x04, // PackageOp, PkgLength 6, 4 elements
-    0x0a, SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00, // BytePrefix values, ZeroOp, ZeroOp
-  );
+/** An AML package: PkgLength (1 to 3 bytes, counting itself) then the contents. */
+function pkg(contents: number[]): number[] {
+  const n = contents.length;
+  if (n + 1 < 0x40) return [n + 1, ...contents];
+  if (n + 2 < 0x1000) return [0x40 | ((n + 2) & 0xf), (n + 2) >> 4, ...contents];
+  return [0x80 | ((n + 3) & 0xf), ((n + 3) >> 4) & 0xff, (n + 3) >> 12, ...contents];
+}
+
+const nameSeg = (s: string) => [...s].map((c) => c.charCodeAt(0));
+const le16 = (v: number) => [v & 0xff, (v >> 8) & 0xff];
+const le32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+
+/** Word address space descriptor (ACPI 6.4.3.5.3): bus numbers (type 2) or I/O ports (type 1). */
+function wordAddressSpace(type: number, min: number, max: number): number[] {
+  return [0x88, ...le16(13), type, 0x0c, type === 1 ? 3 : 0, ...le16(0), ...le16(min), ...le16(max), ...le16(0), ...le16(max - min + 1)];
+}
+
+/** DWord memory range descriptor: read-write, cacheable. */
+function dwordMemory(min: number, max: number): number[] {
+  return [0x87, ...le16(23), 0, 0x0c, 0x03, ...le32(0), ...le32(min), ...le32(max), ...le32(0), ...le32(max - min + 1)];
+}
+
+/** The PCI hole ends where the firmware's fixed devices (IOAPIC, HPET, BIOS) start. */
+const PCI_HOLE_END = 0xfebfffff;
+
+/**
+ * The DSDT's AML, hand-assembled (it is small):
+ *   Name (_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })   -- how the OS powers off
+ *   Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _ADR 0, _UID 0, _CRS } }
+ * The PCI root bridge is what makes an ACPI OS scan PCI bus 0; its _CRS gives the windows BARs may use (the
+ * I/O ports besides 0xCF8, the VGA window, memory from the end of RAM to the PCI hole's end). Without a _PRT,
+ * Linux takes each function's interrupt from its Interrupt Line register, which the firmware (or tsvm, booting
+ * Linux directly) sets.
+ */
+function dsdtAml(ramBytes: number): Uint8Array {
+  const resources = [
+    ...wordAddressSpace(2, 0, 0xff),
+    0x47, 0x01, ...le16(0xcf8), ...le16(0xcf8), 0x01, 0x08, // I/O 0xCF8, 8 ports
+    ...wordAddressSpace(1, 0x0000, 0x0cf7),
+    ...wordAddressSpace(1, 0x0d00, 0xffff),
+    ...dwordMemory(0xa0000, 0xbffff),
+    ...dwordMemory(ramBytes, PCI_HOLE_END),
+    0x79, 0x00, // end tag
+  ];
+  const crs = [0x08, ...nameSeg('_CRS'), 0x11, ...pkg([0x0a, resources.length, ...resources])]; // NameOp, BufferOp
+  const device = [
+    ...nameSeg('PCI0'),
+    0x08, ...nameSeg('_HID'), 0x0c, 0x41, 0xd0, 0x0a, 0x03, // NameOp, DWordPrefix, EISA id PNP0A03
+    0x08, ...nameSeg('_ADR'), 0x00,
+    0x08, ...nameSeg('_UID'), 0x00,
+    ...crs,
+  ];
+  return Uint8Array.from([
+    0x08, ...nameSeg('_S5_'), 0x12, ...pkg([0x04, 0x0a, SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00]), // Package of 4
+    0x10, ...pkg([0x5c, ...nameSeg('_SB_'), 0x5b, 0x82, ...pkg(device)]), // ScopeOp \_SB, DeviceOp
+  ]);
 }
 
 /**
- * Builds RSDP, RSDT, FADT (revision 1), FACS and a DSDT describing the PIIX4 power-management block, laid
- * out from `base` (16-byte aligned, in the 0xE0000-0xFFFFF area where the OS looks for the RSDP).
+ * Builds RSDP, RSDT, FADT (revision 1), FACS and a DSDT describing the PIIX4 power-management block and
+ * the PCI root bridge, for a machine with `ramBytes` of RAM below 4 GiB.
  */
-export function buildAcpiTables(base: number): AcpiTables {
-  const aml = dsdtAml();
+export function buildAcpi(ramBytes: number): AcpiBlobs {
+  const aml = dsdtAml(ramBytes);
+  const pointers: AcpiBlobs['pointers'] = [];
+  const checksums: AcpiBlobs['checksums'] = [];
+  // Layout of the tables blob: FACS first (it must be 64-byte aligned and the blob is placed so), then the rest.
+  const facsOffset = 0;
+  const dsdtOffset = 64;
   const dsdt = table('DSDT', 1, 36 + aml.length, (_dv, b) => b.set(aml, 36));
-  const facs = new Uint8Array(64);
+  const fadtOffset = align16(dsdtOffset + dsdt.length);
+  const rsdtOffset = align16(fadtOffset + 116);
+  const tables = new Uint8Array(rsdtOffset + 40);
+  const facs = tables.subarray(facsOffset, facsOffset + 64);
   ascii(facs, 0, 'FACS');
-  new DataView(facs.buffer).setUint32(4, 64, true);
-  let at = base;
-  const place = (length: number) => {
-    const a = at;
-    at = (at + length + 15) & ~15;
-    return a;
-  };
-  const rsdpAddress = place(20);
-  const rsdtAddress = place(40);
-  const fadtAddress = place(116);
-  const facsAddress = (place(64 + 48) + 63) & ~63; // FACS must be 64-byte aligned
-  at = facsAddress + 64;
-  const dsdtAddress = place(dsdt.length);
+  new DataView(tables.buffer).setUint32(facsOffset + 4, 64, true);
+  tables.set(dsdt, dsdtOffset);
   const fadt = table('FACP', 1, 116, (dv) => {
-    dv.setUint32(36, facsAddress, true);
-    dv.setUint32(40, dsdtAddress, true);
+    dv.setUint32(36, facsOffset, true);
+    dv.setUint32(40, dsdtOffset, true);
     dv.setUint16(46, SCI_IRQ, true);
     dv.setUint32(48, 0, true); // no SMI command port: the hardware is always in ACPI mode
     dv.setUint32(56, PM1A_EVT_BLK, true);
@@ -88,14 +148,84 @@ export function buildAcpiTables(base: number): AcpiTables {
     dv.setUint8(108, 0x32); // CMOS century register
     dv.setUint32(112, 0x1 | 0x4 | 0x20, true); // WBINVD, PROC_C1, no sleep button
   });
-  const rsdt = table('RSDT', 1, 40, (dv) => dv.setUint32(36, fadtAddress, true));
+  tables.set(fadt, fadtOffset);
+  pointers.push({ blob: 'tables', offset: fadtOffset + 36 }, { blob: 'tables', offset: fadtOffset + 40 });
+  const rsdt = table('RSDT', 1, 40, (dv) => dv.setUint32(36, fadtOffset, true));
+  tables.set(rsdt, rsdtOffset);
+  pointers.push({ blob: 'tables', offset: rsdtOffset + 36 });
+  for (const [start, length] of [[dsdtOffset, dsdt.length], [fadtOffset, fadt.length], [rsdtOffset, rsdt.length]]) {
+    checksums.push({ blob: 'tables', offset: start + 9, start, length });
+  }
   const rsdp = new Uint8Array(20);
   ascii(rsdp, 0, 'RSD PTR ');
   ascii(rsdp, 9, OEM_ID);
-  new DataView(rsdp.buffer).setUint32(16, rsdtAddress, true);
-  rsdp[8] = checksum(rsdp);
-  return {
-    rsdpAddress,
-    blobs: [[rsdpAddress, rsdp], [rsdtAddress, rsdt], [fadtAddress, fadt], [facsAddress, facs], [dsdtAddress, dsdt]],
+  new DataView(rsdp.buffer).setUint32(16, rsdtOffset, true);
+  pointers.push({ blob: 'rsdp', offset: 16 });
+  checksums.push({ blob: 'rsdp', offset: 8, start: 0, length: 20 });
+  return { rsdp, tables, pointers, checksums };
+}
+
+/** Places the tables at `base` (64-byte aligned, in 0xE0000-0xFFFFF where the OS looks for the RSDP). */
+export function placeAcpiTables(base: number, ramBytes: number): AcpiTables {
+  const { rsdp, tables, pointers, checksums } = buildAcpi(ramBytes);
+  const tablesAddress = base + 64;
+  const blob = (name: 'rsdp' | 'tables') => (name === 'rsdp' ? rsdp : tables);
+  for (const p of pointers) {
+    const dv = new DataView(blob(p.blob).buffer, blob(p.blob).byteOffset);
+    dv.setUint32(p.offset, dv.getUint32(p.offset, true) + tablesAddress, true);
+  }
+  for (const c of checksums) {
+    const b = blob(c.blob);
+    b[c.offset] = 0;
+    b[c.offset] = checksum(b, c.start, c.start + c.length);
+  }
+  return { rsdpAddress: base, blobs: [[base, rsdp], [tablesAddress, tables]] };
+}
+
+const LOADER_ALLOCATE = 1, LOADER_ADD_POINTER = 2, LOADER_ADD_CHECKSUM = 3;
+const LOADER_ZONE_HIGH = 1, LOADER_ZONE_FSEG = 2;
+const LOADER_FILE_BYTES = 56;
+
+/**
+ * The fw_cfg files QEMU gives SeaBIOS for ACPI: the two blobs and `etc/table-loader`, a script of 128-byte
+ * commands (allocate each blob, patch pointers with where the other blob landed, fix checksums).
+ */
+export function acpiLoaderFiles(ramBytes: number): Record<string, Uint8Array> {
+  const { rsdp, tables, pointers, checksums } = buildAcpi(ramBytes);
+  const names = { rsdp: 'etc/acpi/rsdp', tables: 'etc/acpi/tables' } as const;
+  const commands: Uint8Array[] = [];
+  const command = (type: number, fill: (dv: DataView, bytes: Uint8Array) => void) => {
+    const c = new Uint8Array(128);
+    const dv = new DataView(c.buffer);
+    dv.setUint32(0, type, true);
+    fill(dv, c);
+    commands.push(c);
   };
+  command(LOADER_ALLOCATE, (dv, c) => { ascii(c, 4, names.rsdp); dv.setUint32(4 + LOADER_FILE_BYTES, 16, true); c[8 + LOADER_FILE_BYTES] = LOADER_ZONE_FSEG; });
+  command(LOADER_ALLOCATE, (dv, c) => { ascii(c, 4, names.tables); dv.setUint32(4 + LOADER_FILE_BYTES, 64, true); c[8 + LOADER_FILE_BYTES] = LOADER_ZONE_HIGH; });
+  for (const p of pointers) {
+    command(LOADER_ADD_POINTER, (dv, c) => {
+      ascii(c, 4, names[p.blob]);
+      ascii(c, 4 + LOADER_FILE_BYTES, names.tables);
+      dv.setUint32(4 + 2 * LOADER_FILE_BYTES, p.offset, true);
+      c[8 + 2 * LOADER_FILE_BYTES] = 4;
+    });
+  }
+  for (const k of checksums) {
+    const b = k.blob === 'rsdp' ? rsdp : tables;
+    b[k.offset] = 0;
+    command(LOADER_ADD_CHECKSUM, (dv, c) => {
+      ascii(c, 4, names[k.blob]);
+      dv.setUint32(4 + LOADER_FILE_BYTES, k.offset, true);
+      dv.setUint32(8 + LOADER_FILE_BYTES, k.start, true);
+      dv.setUint32(12 + LOADER_FILE_BYTES, k.length, true);
+    });
+  }
+  const loader = new Uint8Array(128 * commands.length);
+  commands.forEach((c, i) => loader.set(c, 128 * i));
+  return { [names.rsdp]: rsdp, [names.tables]: tables, 'etc/table-loader': loader };
+}
+
+function align16(n: number): number {
+  return (n + 15) & ~15;
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
-import { buildAcpiTables } from './acpi-tables.js';
+import { acpiLoaderFiles, placeAcpiTables } from './acpi-tables.js';
 import { parseBzImage } from './bzimage.js';
 import { loadLinux } from './linux-loader.js';
 import { fakeBzImage } from './testing/fake-bzimage.js';
@@ -50,13 +50,66 @@ test('loader: kernel at 1 MiB, boot_params with e820, command line, initrd at th
   assert.throws(() => loadLinux(new PhysicalMemory(new GuestRam(2 ** 20)), { kernel: parseBzImage('k', fakeBzImage()), commandLine: '', acpi: false }), /-m is too small/);
 });
 
-test('ACPI tables: valid checksums, FADT points at the DSDT with \\_S5', () => {
-  const tables = buildAcpiTables(0xe0000);
-  const sum = (b: Uint8Array) => b.reduce((a, x) => (a + x) & 0xff, 0);
-  for (const [, bytes] of tables.blobs) {
-    const sig = new TextDecoder().decode(bytes.subarray(0, 4));
-    if (sig !== 'FACS') assert.equal(sum(sig === 'RSD ' ? bytes.subarray(0, 20) : bytes), 0, `${sig} checksum`);
+/** Follows RSDP → RSDT → FADT → FACS/DSDT in a memory image, checking signatures and checksums. */
+function checkAcpiInMemory(ram: Uint8Array, rsdp: number): void {
+  const dv = new DataView(ram.buffer);
+  const text = (a: number, n: number) => new TextDecoder().decode(ram.subarray(a, a + n));
+  const sum = (a: number, n: number) => ram.subarray(a, a + n).reduce((x, y) => (x + y) & 0xff, 0);
+  assert.equal(text(rsdp, 8), 'RSD PTR ');
+  assert.equal(sum(rsdp, 20), 0, 'RSDP checksum');
+  const table = (a: number, sig: string) => {
+    assert.equal(text(a, 4), sig);
+    assert.equal(sum(a, dv.getUint32(a + 4, true)), 0, `${sig} checksum`);
+    return a;
+  };
+  const rsdt = table(dv.getUint32(rsdp + 16, true), 'RSDT');
+  const fadt = table(dv.getUint32(rsdt + 36, true), 'FACP');
+  const facs = dv.getUint32(fadt + 36, true);
+  assert.equal(text(facs, 4), 'FACS');
+  assert.equal(facs % 64, 0);
+  const dsdt = table(dv.getUint32(fadt + 40, true), 'DSDT');
+  assert.ok(Buffer.from(ram.subarray(dsdt, dsdt + dv.getUint32(dsdt + 4, true))).includes(Buffer.from('_S5_')));
+}
+
+test('ACPI tables placed for direct boot: valid checksums, FADT points at the DSDT with \\_S5', () => {
+  const ram = new Uint8Array(2 ** 20);
+  const tables = placeAcpiTables(0xe0000, 2 ** 20);
+  for (const [address, bytes] of tables.blobs) ram.set(bytes, address);
+  checkAcpiInMemory(ram, tables.rsdpAddress);
+});
+
+test('ACPI table loader script: run as SeaBIOS runs it, the same valid tables', () => {
+  const files = acpiLoaderFiles(2 ** 20);
+  const ram = new Uint8Array(2 ** 20);
+  const placed = new Map<string, number>();
+  let high = 0x80000, fseg = 0xf0000;
+  const loader = files['etc/table-loader'];
+  const dv = new DataView(loader.buffer, loader.byteOffset);
+  const name = (at: number) => new TextDecoder().decode(loader.subarray(at, at + 56)).replace(/\0+$/, '');
+  const ramView = new DataView(ram.buffer);
+  for (let at = 0; at < loader.length; at += 128) {
+    const type = dv.getUint32(at, true);
+    if (type === 1) {
+      const file = name(at + 4), alignment = dv.getUint32(at + 60, true), zone = loader[at + 64];
+      const bytes = files[file];
+      let address = zone === 2 ? fseg : high;
+      address = Math.ceil(address / alignment) * alignment;
+      ram.set(bytes, address);
+      placed.set(file, address);
+      if (zone === 2) fseg = address + bytes.length;
+      else high = address + bytes.length;
+    } else if (type === 2) {
+      const dest = placed.get(name(at + 4))!, src = placed.get(name(at + 60))!, offset = dv.getUint32(at + 116, true);
+      assert.equal(loader[at + 120], 4);
+      ramView.setUint32(dest + offset, ramView.getUint32(dest + offset, true) + src, true);
+    } else if (type === 3) {
+      const base = placed.get(name(at + 4))!;
+      const offset = dv.getUint32(at + 60, true), start = dv.getUint32(at + 64, true), length = dv.getUint32(at + 68, true);
+      const sum = ram.subarray(base + start, base + start + length).reduce((x, y) => (x + y) & 0xff, 0);
+      ram[base + offset] = (ram[base + offset] - sum) & 0xff;
+    } else {
+      assert.fail(`unknown loader command ${type}`);
+    }
   }
-  const dsdt = tables.blobs.find(([, b]) => new TextDecoder().decode(b.subarray(0, 4)) === 'DSDT')![1];
-  assert.ok(Buffer.from(dsdt).includes(Buffer.from('_S5_')));
+  checkAcpiInMemory(ram, placed.get('etc/acpi/rsdp')!);
 });

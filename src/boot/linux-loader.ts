@@ -1,7 +1,7 @@
 import { TsvmError } from '../base/errors.js';
 import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { CS, FLAT_CODE32_ATTRIBUTES, FLAT_DATA32_ATTRIBUTES, type X86Registers } from '../cpu/x86/registers.js';
-import { buildAcpiTables } from './acpi-tables.js';
+import { placeAcpiTables } from './acpi-tables.js';
 import type { BzImage } from './bzimage.js';
 
 /** Guest-physical layout of a direct Linux boot. */
@@ -76,7 +76,7 @@ export function loadLinux(memory: PhysicalMemory, options: LinuxBootOptions): X8
     dv.setUint32(o + 16, type, true);
   });
   if (options.acpi) {
-    const tables = buildAcpiTables(ACPI_TABLES_ADDRESS);
+    const tables = placeAcpiTables(ACPI_TABLES_ADDRESS, ramSize);
     for (const [address, bytes] of tables.blobs) ram.set(bytes, address);
     dv.setBigUint64(0x070, BigInt(tables.rsdpAddress), true); // acpi_rsdp_addr
   }

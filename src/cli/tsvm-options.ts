@@ -27,6 +27,7 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['vnc'], takesValue: true, help: 'VNC server on [HOST]:N (port 5900+N) or unix:PATH' },
   { names: ['serial'], takesValue: true, help: 'serial port: stdio, file:PATH, unix:PATH[,server][,nowait], none' },
   { names: ['debugcon'], takesValue: true, help: 'debug console (port 0xe9): stdio, file:PATH, none' },
+  { names: ['global'], takesValue: true, help: 'device property: isa-debugcon.iobase=PORT (SeaBIOS prints to 0x402)' },
   { names: ['hda'], takesValue: true, help: 'first IDE hard disk image' },
   { names: ['hdb'], takesValue: true, help: 'second IDE hard disk image' },
   { names: ['hdc'], takesValue: true, help: 'third IDE hard disk image' },
@@ -171,6 +172,13 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
         config.serials.push(parseSerial('-serial', v));
         break;
       case 'debugcon': config.debugcon = parseSerial('-debugcon', v); break;
+      case 'global': {
+        const m = /^isa-debugcon\.iobase=(0x[0-9a-f]+|\d+)$/i.exec(v);
+        const port = m ? Number(m[1]) : NaN;
+        if (!(port >= 0 && port <= 0xffff)) throw new TsvmError(`-global ${v}: only isa-debugcon.iobase=PORT is supported`);
+        config.debugconPort = port;
+        break;
+      }
       case 'hda': case 'hdb': case 'hdc': case 'hdd':
         config.drives.push({ file: v, interface: 'ide', media: 'disk', index: 'abcd'.indexOf(name[2]), readOnly: false });
         firmwareBootMedia = true;

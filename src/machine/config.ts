@@ -46,6 +46,8 @@ export interface MachineConfig {
   serials: SerialConfig[];
   /** Where the Bochs/QEMU debug console (port 0x402) goes; undefined = nowhere. */
   debugcon?: SerialConfig;
+  /** The debug console's port (QEMU's isa-debugcon iobase; 0xe9 unless set). */
+  debugconPort?: number;
   drives: DriveConfig[];
   boot: BootConfig;
   vnc?: string;

@@ -2,13 +2,19 @@ import { readFileSync } from 'node:fs';
 import { VirtualClock } from '../base/clock.js';
 import { TsvmError, errorMessage } from '../base/errors.js';
 import type { VersionedState } from '../base/state.js';
+import { acpiLoaderFiles } from '../boot/acpi-tables.js';
 import { parseBzImage } from '../boot/bzimage.js';
+import { DEFAULT_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
 import { loadLinux } from '../boot/linux-loader.js';
 import { X86Cpu } from '../cpu/x86/cpu.js';
 import type { X86Registers } from '../cpu/x86/registers.js';
 import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
+import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
+import { I440fxHostBridge } from '../devices/pci/i440fx.js';
+import { PciBus } from '../devices/pci/pci-bus.js';
+import { Piix3IsaBridge, Piix4PmFunction } from '../devices/pci/piix.js';
 import { I8042 } from '../devices/isa/i8042.js';
 import { Mc146818Rtc } from '../devices/isa/mc146818-rtc.js';
 import { DualPic8259 } from '../devices/isa/pic8259.js';
@@ -48,14 +54,19 @@ export class PcMachine {
   readonly pic: DualPic8259;
   readonly pm: Piix4Pm;
   readonly rtc: Mc146818Rtc;
+  readonly pci: PciBus;
+  readonly fwCfg: FwCfg;
+  private readonly isaBridge: Piix3IsaBridge;
+  private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
   private readonly kernel: Uint8Array | null;
+  /** Set when booting from firmware (no -kernel). */
+  private readonly bios: SystemBios | null;
   private readonly initrd: Uint8Array | undefined;
 
   constructor(readonly config: MachineConfig, host: PcMachineHost) {
     this.kernel = config.kernel ? readImage('kernel', config.kernel) : null;
     this.initrd = config.initrd ? readImage('initrd', config.initrd) : undefined;
-    if (!this.kernel) throw new TsvmError('booting from firmware (SeaBIOS) is not supported yet: give -kernel');
     this.ram = new GuestRam(config.memoryBytes);
     this.memory = new PhysicalMemory(this.ram);
     // The CPU's INTR pin is driven by the PIC, which needs the CPU: connect through a forwarding pin.
@@ -82,9 +93,24 @@ export class PcMachine {
     this.devices.push(new SystemPorts(this.io, this.memory, host));
     this.pm = new Piix4Pm(this.io, irq(9), this.timers, host);
     this.devices.push(this.pm);
+
+    // PCI: 00:00.0 host bridge, 00:01.0 ISA bridge, 00:01.3 power management, as on QEMU's pc.
+    this.pci = new PciBus(this.io, this.memory, (n, level) => this.pic.setIrq(n, level));
+    this.isaBridge = new Piix3IsaBridge(() => this.pci.updateIrqs());
+    this.pci.router = this.isaBridge.route;
+    this.pmFunction = new Piix4PmFunction();
+    this.pci.add(new I440fxHostBridge(), 0);
+    this.pci.add(this.isaBridge, 1, 0);
+    this.pci.add(this.pmFunction, 1, 3);
+    this.devices.push(this.pci, this.isaBridge, this.pmFunction, this.pci.get(0)!);
+
+    this.fwCfg = new FwCfg(this.io, this.memory);
+    this.devices.push(this.fwCfg);
+    this.bios = this.kernel ? null : new SystemBios(this.memory, readFirmware('BIOS', config.bios ?? DEFAULT_BIOS, { maxBytes: 16 * 2 ** 20, multipleOf: 64 * 1024 }));
+    this.fillFwCfg();
     if (host.debugcon) {
       const sink = host.debugcon;
-      this.io.register(0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
+      this.io.register(this.config.debugconPort ?? 0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
     }
     this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
     this.fillCmos();
@@ -105,10 +131,41 @@ export class PcMachine {
     this.rtc.setNvram(0x34, above16m & 0xff);
     this.rtc.setNvram(0x35, above16m >> 8);
     this.rtc.setNvram(0x14, 0x06); // equipment: VGA, FPU
+    this.rtc.setNvram(0x5f, this.config.cpus - 1);
+    // Boot order for SeaBIOS as QEMU's -boot gives it: up to three devices, 1 floppy, 2 disk, 3 CD-ROM, 4 network.
+    const codes = [...this.config.boot.order].map((c) => ({ a: 1, b: 1, c: 2, d: 3, n: 4 })[c] ?? 0).slice(0, 3);
+    this.rtc.setNvram(0x3d, (codes[0] ?? 0) | ((codes[1] ?? 0) << 4));
+    this.rtc.setNvram(0x38, ((codes[2] ?? 0) << 4) | 1); // bit 0: do not check the floppy boot signature
+  }
+
+  /** What the firmware reads through fw_cfg: the machine's size and shape, e820, and the ACPI tables. */
+  private fillFwCfg(): void {
+    const f = this.fwCfg;
+    f.setBytes(FwCfgKey.UUID, new Uint8Array(16));
+    f.setU64(FwCfgKey.RAM_SIZE, this.config.memoryBytes);
+    f.setU16(FwCfgKey.NOGRAPHIC, 0);
+    f.setU16(FwCfgKey.NB_CPUS, this.config.cpus);
+    f.setU16(FwCfgKey.MAX_CPUS, this.config.cpus);
+    f.setU16(FwCfgKey.BOOT_DEVICE, this.config.boot.order.charCodeAt(0));
+    f.setU16(FwCfgKey.BOOT_MENU, this.config.boot.menu ? 1 : 0);
+    const e820 = new Uint8Array(20);
+    const dv = new DataView(e820.buffer);
+    dv.setBigUint64(8, BigInt(this.config.memoryBytes), true);
+    dv.setUint32(16, 1, true); // usable RAM; the firmware reserves its own areas inside it
+    f.addFile('etc/e820', e820);
+    if (this.config.acpi) for (const [name, bytes] of Object.entries(acpiLoaderFiles(this.config.memoryBytes))) f.addFile(name, bytes);
   }
 
   /** Puts the boot payload into memory and sets the CPU's starting registers. */
   private boot(): void {
+    if (this.bios) {
+      this.bios.loadShadow(); // the CPU starts at its reset vector, in the BIOS
+      return;
+    }
+    // Direct Linux boot: set up the chipset as the firmware would have.
+    this.isaBridge.routeAsFirmwareDoes();
+    this.pci.assignInterruptLines();
+    this.pmFunction.configureAsFirmwareDoes();
     const kernel = parseBzImage(this.config.kernel!, this.kernel!);
     const registers: X86Registers = loadLinux(this.memory, {
       kernel,
