@@ -9,6 +9,7 @@ import { type HostConsole, NullConsole } from '../ui/console/host-console.js';
 import { StdioConsole } from '../ui/console/stdio-console.js';
 import { StreamConsole } from '../ui/console/stream-console.js';
 import { UnixSocketConsole } from '../ui/console/unix-socket-console.js';
+import { VncServer } from '../ui/vnc/vnc-server.js';
 
 export type { MachineConfig } from '../machine/config.js';
 export { defaultMachineConfig };
@@ -32,6 +33,7 @@ export class Machine {
   private readonly pc: PcMachine;
   private readonly runner: TcgRunner;
   private readonly consoles: HostConsole[];
+  private vnc: VncServer | null = null;
   private pending: 'none' | 'reset' | 'poweroff' = 'none';
   private finished = false;
 
@@ -53,13 +55,17 @@ export class Machine {
   static async create(config: MachineConfig): Promise<Machine> {
     if (config.accel === 'kvm') throw new TsvmError('-accel kvm is not supported yet by this version (use tcg)');
     if (config.drives.length > 0) throw new TsvmError('disks and CD-ROMs are not supported yet by this version');
-    if (config.vnc) throw new TsvmError('-vnc is not supported yet by this version');
     let machine: Machine | null = null;
     const quit = () => void machine?.quit();
     const consoles = await Promise.all(config.serials.map((s) => openConsole(s, quit)));
     const debugcon = config.debugcon ? await openConsole(config.debugcon, quit) : undefined;
     try {
       machine = new Machine(config, consoles, debugcon);
+      if (config.vnc) {
+        const pc = machine.pc;
+        machine.vnc = new VncServer({ listen: config.vnc, display: pc.vga, keyboard: (bytes) => pc.keyboard.keyEvent(bytes), name: config.name ?? 'tsvm' });
+        await machine.vnc.listen();
+      }
     } catch (e) {
       await Promise.all(consoles.map((c) => c.close()));
       throw e;
@@ -86,6 +92,11 @@ export class Machine {
   /** Stops the machine for good (like QEMU's `quit`). */
   async quit(): Promise<void> {
     await this.finish({ reason: 'quit' });
+  }
+
+  /** The VGA's text-mode screen as lines (empty in graphics modes). */
+  textScreen(): string[] {
+    return this.pc.vga.textScreen();
   }
 
   /** Guest instructions executed so far (emulated CPU). */
@@ -126,7 +137,7 @@ export class Machine {
     if (this.finished) return;
     this.finished = true;
     this.runner.pause();
-    await Promise.all(this.consoles.map((c) => c.close()));
+    await Promise.all([...this.consoles.map((c) => c.close()), this.vnc?.close()]);
     this.resolveExit(exit);
   }
 }

@@ -118,7 +118,6 @@ function parseBoot(text: string, config: MachineConfig): void {
 export function parseTsvmArgs(argv: string[]): TsvmInvocation {
   const config = defaultMachineConfig();
   let serialGiven = false;
-  let nographic = false;
   let firmwareBootMedia = false;
   for (const { name, value } of parseQemuArgs(argv, TSVM_OPTIONS)) {
     const v = value ?? '';
@@ -161,7 +160,7 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
       case 'bios': config.bios = v; break;
       case 'no-acpi': config.acpi = false; break;
       case 'no-reboot': config.noReboot = true; break;
-      case 'nographic': nographic = true; break;
+      case 'nographic': config.nographic = true; break;
       case 'display':
         if (parseKeyValueList(v, 'type')[0]?.[1] !== 'none') throw new TsvmError(`-display ${v}: only 'none' is supported (use -vnc for a screen)`);
         break;
@@ -199,7 +198,6 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
   }
   if (config.initrd && !config.kernel) throw new TsvmError('-initrd requires -kernel');
   if (config.append && !config.kernel) throw new TsvmError('-append requires -kernel');
-  void nographic; // -nographic: no display exists anyway, and the serial console defaults to stdio.
   const useDefaultGuest = !config.kernel && !config.bios && !firmwareBootMedia;
   return { action: 'run', config, useDefaultGuest };
 }

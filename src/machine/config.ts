@@ -51,6 +51,8 @@ export interface MachineConfig {
   drives: DriveConfig[];
   boot: BootConfig;
   vnc?: string;
+  /** -nographic: the VGA exists but nothing shows it; the firmware is told so (it may use the serial port). */
+  nographic: boolean;
   name?: string;
   pidfile?: string;
   /** Start with the CPU stopped (-S). */
@@ -74,5 +76,6 @@ export function defaultMachineConfig(): MachineConfig {
     drives: [],
     boot: { order: 'cdn', menu: false },
     startPaused: false,
+    nographic: false,
   };
 }

@@ -4,13 +4,14 @@ import { TsvmError, errorMessage } from '../base/errors.js';
 import type { VersionedState } from '../base/state.js';
 import { acpiLoaderFiles } from '../boot/acpi-tables.js';
 import { parseBzImage } from '../boot/bzimage.js';
-import { DEFAULT_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
+import { DEFAULT_BIOS, DEFAULT_VGA_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
 import { loadLinux } from '../boot/linux-loader.js';
 import { X86Cpu } from '../cpu/x86/cpu.js';
 import type { X86Registers } from '../cpu/x86/registers.js';
 import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
+import { StdVga } from '../devices/display/std-vga.js';
 import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
@@ -56,6 +57,8 @@ export class PcMachine {
   readonly rtc: Mc146818Rtc;
   readonly pci: PciBus;
   readonly fwCfg: FwCfg;
+  readonly vga: StdVga;
+  readonly keyboard: I8042;
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
@@ -89,7 +92,8 @@ export class PcMachine {
       const [base, line] = SERIAL_PORTS[i];
       this.devices.push(new Uart16550(`serial${i}`, this.io, base, irq(line), host.serials[i], this.timers));
     });
-    this.devices.push(new I8042(this.io, this.memory, irq(1), irq(12), host));
+    this.keyboard = new I8042(this.io, this.memory, irq(1), irq(12), host);
+    this.devices.push(this.keyboard);
     this.devices.push(new SystemPorts(this.io, this.memory, host));
     this.pm = new Piix4Pm(this.io, irq(9), this.timers, host);
     this.devices.push(this.pm);
@@ -103,6 +107,11 @@ export class PcMachine {
     this.pci.add(this.isaBridge, 1, 0);
     this.pci.add(this.pmFunction, 1, 3);
     this.devices.push(this.pci, this.isaBridge, this.pmFunction, this.pci.get(0)!);
+    // 00:02.0: the standard VGA, as QEMU's default -vga std. Its BIOS is an option ROM the firmware runs.
+    const vgaBios = this.kernel ? undefined : readFirmware('VGA BIOS', DEFAULT_VGA_BIOS, { maxBytes: 2 ** 20, multipleOf: 512 });
+    this.vga = new StdVga({ io: this.io, memory: this.memory, vgabiosRom: vgaBios });
+    this.pci.add(this.vga, 2);
+    this.devices.push(this.vga);
 
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
@@ -143,7 +152,7 @@ export class PcMachine {
     const f = this.fwCfg;
     f.setBytes(FwCfgKey.UUID, new Uint8Array(16));
     f.setU64(FwCfgKey.RAM_SIZE, this.config.memoryBytes);
-    f.setU16(FwCfgKey.NOGRAPHIC, 0);
+    f.setU16(FwCfgKey.NOGRAPHIC, this.config.nographic ? 1 : 0);
     f.setU16(FwCfgKey.NB_CPUS, this.config.cpus);
     f.setU16(FwCfgKey.MAX_CPUS, this.config.cpus);
     f.setU16(FwCfgKey.BOOT_DEVICE, this.config.boot.order.charCodeAt(0));

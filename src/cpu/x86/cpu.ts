@@ -196,7 +196,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.gdtLimit = 0xffff;
     this.idtBase = 0;
     this.idtLimit = 0xffff;
-    for (let s = 0; s < 6; s++) this.setSegmentReal(s, 0);
+    for (let s = 0; s < 6; s++) this.setSegmentCache(s, 0, 0, 0xffff, 0x93);
     this.setSegmentCache(CS, 0xf000, 0xffff0000 | 0, 0xffff, 0x93);
     this.setSegmentCache(LDTR, 0, 0, 0xffff, 0x82);
     this.setSegmentCache(TR, 0, 0, 0xffff, 0x8b);
@@ -312,10 +312,17 @@ export class X86Cpu implements Stateful, IntrPin {
     if (seg === CS) this.invalidateFetch();
   }
 
-  /** Real-mode and v8086 segment load: base = selector * 16, limit kept 64 KiB, data read/write. */
+  /**
+   * Real-mode and v8086 segment load: base = selector * 16. In v8086 mode the limit is 64 KiB. In real mode
+   * only the selector and base change and the limit stays what the last protected-mode load left, as on
+   * hardware: firmware depends on it ("big real mode": SeaBIOS runs option ROMs with 4 GiB data limits, and
+   * the VGA BIOS reaches its MMIO registers that way). Type checks do not apply in real mode.
+   */
   private setSegmentReal(seg: number, selector: number): void {
-    const attributes = seg === CS ? (this.flags & VM ? 0xf3 : 0x93) : this.flags & VM ? 0xf3 : 0x93;
-    this.setSegmentCache(seg, selector & 0xffff, (selector & 0xffff) << 4, 0xffff, attributes);
+    const vm86 = (this.flags & VM) !== 0;
+    const limit = vm86 ? 0xffff : this.segLimit[seg];
+    const attributes = vm86 ? 0xf3 : 0x93 | (this.segAttr[seg] & 0xc000);
+    this.setSegmentCache(seg, selector & 0xffff, (selector & 0xffff) << 4, limit, attributes);
   }
 
   // ---------------------------------------------------------------------------------------------------
