@@ -3,6 +3,7 @@ import { TsvmError, errorMessage } from '../base/errors.js';
 import { TcgRunner } from '../accel/tcg/tcg-runner.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import { type MachineConfig, type SerialConfig, defaultMachineConfig } from '../machine/config.js';
+import { type OpenedDrive, closeDrives, openIdeDrives } from '../machine/drives.js';
 import { PcMachine } from '../machine/pc-machine.js';
 import { FileConsole } from '../ui/console/file-console.js';
 import { type HostConsole, NullConsole } from '../ui/console/host-console.js';
@@ -37,7 +38,7 @@ export class Machine {
   private pending: 'none' | 'reset' | 'poweroff' = 'none';
   private finished = false;
 
-  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined) {
+  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined, private readonly drives: (OpenedDrive | undefined)[]) {
     this.consoles = debugcon ? [...consoles, debugcon] : consoles;
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     const streamConsole = consoles.find((c): c is StreamConsole => c instanceof StreamConsole);
@@ -45,6 +46,7 @@ export class Machine {
     this.pc = new PcMachine(config, {
       serials: consoles as CharBackend[],
       debugcon,
+      drives,
       requestReset: () => this.request('reset'),
       requestPowerOff: () => this.request('poweroff'),
       wake: () => this.runner?.wake(),
@@ -54,20 +56,21 @@ export class Machine {
 
   static async create(config: MachineConfig): Promise<Machine> {
     if (config.accel === 'kvm') throw new TsvmError('-accel kvm is not supported yet by this version (use tcg)');
-    if (config.drives.length > 0) throw new TsvmError('disks and CD-ROMs are not supported yet by this version');
     let machine: Machine | null = null;
     const quit = () => void machine?.quit();
     const consoles = await Promise.all(config.serials.map((s) => openConsole(s, quit)));
     const debugcon = config.debugcon ? await openConsole(config.debugcon, quit) : undefined;
+    let drives: (OpenedDrive | undefined)[] = [];
     try {
-      machine = new Machine(config, consoles, debugcon);
+      drives = await openIdeDrives(config.drives);
+      machine = new Machine(config, consoles, debugcon, drives);
       if (config.vnc) {
         const pc = machine.pc;
         machine.vnc = new VncServer({ listen: config.vnc, display: pc.vga, keyboard: (bytes) => pc.keyboard.keyEvent(bytes), name: config.name ?? 'tsvm' });
         await machine.vnc.listen();
       }
     } catch (e) {
-      await Promise.all(consoles.map((c) => c.close()));
+      await Promise.all([...consoles.map((c) => c.close()), debugcon?.close(), machine?.vnc?.close(), closeDrives(drives)]);
       throw e;
     }
     return machine;
@@ -97,6 +100,11 @@ export class Machine {
   /** The VGA's text-mode screen as lines (empty in graphics modes). */
   textScreen(): string[] {
     return this.pc.vga.textScreen();
+  }
+
+  /** Key presses and releases as PC scan code set 1 bytes, into the keyboard controller. */
+  sendKeys(bytes: number[]): void {
+    this.pc.keyboard.keyEvent(bytes);
   }
 
   /** Guest instructions executed so far (emulated CPU). */
@@ -138,6 +146,9 @@ export class Machine {
     this.finished = true;
     this.runner.pause();
     await Promise.all([...this.consoles.map((c) => c.close()), this.vnc?.close()]);
+    // Guest writes may still be in flight: let the devices finish them, then flush and release the images.
+    await this.pc.close();
+    await closeDrives(this.drives);
     this.resolveExit(exit);
   }
 }

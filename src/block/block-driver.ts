@@ -30,6 +30,8 @@ export interface BlockDriver {
   readonly virtualSize: number;
   readonly readOnly: boolean;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Like read, into a caller's buffer (its length is the request length); saves an allocation. */
+  readInto?(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;
   writeZeroes(offset: number, length: number): Promise<void>;
   discard(offset: number, length: number): Promise<void>;
@@ -47,6 +49,11 @@ export interface OpenImageOptions {
   readOnly?: boolean;
   /** qcow2: fsync between the steps of allocating writes. */
   syncMetadata?: boolean;
+  /**
+   * Never fsync the image file, not even on flush() or close() (qemu's cache=unsafe, which qemu-img
+   * convert uses for its output by default). The data still reaches the file (the OS page cache).
+   */
+  unsafe?: boolean;
   /**
    * Take QEMU-compatible locks on the image file (not its backing files) while it is open: for reading,
    * others may not write; for writing, others may only read. Off by default (qemu-img's -U).
@@ -136,14 +143,15 @@ async function openChain(path: string, options: OpenImageOptions, seen: string[]
   };
   switch (format) {
     case 'raw':
-      return RawImage.open(path, readOnly);
+      return RawImage.open(path, readOnly, options.unsafe ?? false);
     case 'qcow2': {
       const o: Parameters<typeof Qcow2Image.open>[1] = { readOnly, openBacking };
       if (options.syncMetadata !== undefined) o.syncMetadata = options.syncMetadata;
+      if (options.unsafe !== undefined) o.unsafe = options.unsafe;
       return Qcow2Image.open(path, o);
     }
     case 'qcow':
-      return QcowImage.open(path, { readOnly, openBacking });
+      return QcowImage.open(path, options.unsafe === undefined ? { readOnly, openBacking } : { readOnly, openBacking, unsafe: options.unsafe });
     default:
       throw new TsvmError(`unknown image format '${String(format)}'`);
   }

@@ -6,4 +6,4 @@ export { RawImage } from './raw.js';
 export { Qcow2Image, type Qcow2OpenOptions, type Qcow2CheckResult, type Qcow2Info, type SnapshotInfo } from './qcow2/qcow2.js';
 export { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
 export { QcowImage, createQcow, type QcowCreateOptions, type QcowOpenOptions } from './qcow/qcow.js';
-export { convertImage, type ConvertOptions } from './convert.js';
+export { convertImage, copyImage, type ConvertOptions, type CopyOptions } from './convert.js';

@@ -16,8 +16,9 @@ export class RawImage implements BlockDriver {
     return this.file.readOnly;
   }
 
-  static async open(path: string, readOnly: boolean): Promise<RawImage> {
+  static async open(path: string, readOnly: boolean, unsafe = false): Promise<RawImage> {
     const file = await BlockFile.open(path, readOnly);
+    file.unsafe = unsafe;
     return new RawImage(file, await file.size());
   }
 
@@ -33,6 +34,11 @@ export class RawImage implements BlockDriver {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length);
     return this.file.pread(offset, length);
+  }
+
+  async readInto(offset: number, buf: Uint8Array): Promise<void> {
+    checkRange(this, offset, buf.length);
+    await this.file.preadInto(buf, offset);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -10,22 +10,39 @@ export function checkRange(d: { virtualSize: number }, offset: number, length: n
 /** A FIFO async mutex. */
 export class Mutex {
   private tail: Promise<void> = Promise.resolve();
+  private users = 0;
+
+  /** No request holds the mutex or waits for it. */
+  get idle(): boolean {
+    return this.users === 0;
+  }
 
   async run<T>(fn: () => Promise<T>): Promise<T> {
     const prev = this.tail;
     let release!: () => void;
     this.tail = new Promise<void>((r) => { release = r; });
-    await prev;
+    this.users++;
     try {
+      await prev;
       return await fn();
     } finally {
+      this.users--;
       release();
     }
   }
 }
 
+const ZEROES = Buffer.alloc(1 << 16);
+
 export function isZero(buf: Uint8Array): boolean {
-  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
+  const n = buf.length;
+  if (n === 0) return true;
+  if (buf[0] !== 0 || buf[n - 1] !== 0) return false;
+  const b = Buffer.from(buf.buffer, buf.byteOffset, n);
+  for (let p = 0; p < n; p += ZEROES.length) {
+    const len = Math.min(ZEROES.length, n - p);
+    if (ZEROES.compare(b, p, p + len, 0, len) !== 0) return false; // memcmp
+  }
   return true;
 }
 
@@ -45,10 +62,20 @@ export function setU64(dv: DataView, off: number, v: number): void {
   dv.setUint32(off + 4, v >>> 0);
 }
 
-/** Simple LRU map with a size limit; `onEvict` is not needed because caches are write-through. */
+/**
+ * Simple LRU map with a size limit. Entries for which `pinned` returns true (dirty cache entries) are
+ * never evicted; the map may then exceed its limit until they are unpinned.
+ */
 export class Lru<K, V> {
   private map = new Map<K, V>();
-  constructor(private readonly limit: number) {}
+  constructor(private readonly limit: number, private readonly pinned?: (k: K) => boolean) {}
+  get size(): number {
+    return this.map.size;
+  }
+  /** Looks up without touching the LRU order. */
+  peek(k: K): V | undefined {
+    return this.map.get(k);
+  }
   get(k: K): V | undefined {
     const v = this.map.get(k);
     if (v !== undefined) {
@@ -60,7 +87,12 @@ export class Lru<K, V> {
   set(k: K, v: V): void {
     this.map.delete(k);
     this.map.set(k, v);
-    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value as K);
+    if (this.map.size <= this.limit) return;
+    for (const key of this.map.keys()) {
+      if (key === k || this.pinned?.(key)) continue;
+      this.map.delete(key);
+      return;
+    }
   }
   delete(k: K): void {
     this.map.delete(k);

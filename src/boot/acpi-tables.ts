@@ -75,13 +75,29 @@ function dwordMemory(min: number, max: number): number[] {
   return [0x87, ...le16(23), 0, 0x0c, 0x03, ...le32(0), ...le32(min), ...le32(max), ...le32(0), ...le32(max - min + 1)];
 }
 
+/** `Name (name, value)`. */
+function named(name: string, value: number[]): number[] {
+  return [0x08, ...nameSeg(name), ...value];
+}
+
+/** `Device (name) { body }`. */
+function device(name: string, body: number[]): number[] {
+  return [0x5b, 0x82, ...pkg([...nameSeg(name), ...body])];
+}
+
+/** A buffer holding resource descriptors and the end tag. */
+function resourceTemplate(descriptors: number[]): number[] {
+  const bytes = [...descriptors, 0x79, 0x00];
+  return [0x11, ...pkg([0x0a, bytes.length, ...bytes])];
+}
+
 /** The PCI hole ends where the firmware's fixed devices (IOAPIC, HPET, BIOS) start. */
 const PCI_HOLE_END = 0xfebfffff;
 
 /**
  * The DSDT's AML, hand-assembled (it is small):
  *   Name (_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })   -- how the OS powers off
- *   Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _ADR 0, _UID 0, _CRS } }
+ *   Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _ADR 0, _UID 0, _CRS, Device (ISA) { Device (KBD) { PNP0303 } } } }
  * The PCI root bridge is what makes an ACPI OS scan PCI bus 0; its _CRS gives the windows BARs may use (the
  * I/O ports besides 0xCF8, the VGA window, memory from the end of RAM to the PCI hole's end). Without a _PRT,
  * Linux takes each function's interrupt from its Interrupt Line register, which the firmware (or tsvm, booting
@@ -95,19 +111,27 @@ function dsdtAml(ramBytes: number): Uint8Array {
     ...wordAddressSpace(1, 0x0d00, 0xffff),
     ...dwordMemory(0xa0000, 0xbffff),
     ...dwordMemory(ramBytes, PCI_HOLE_END),
-    0x79, 0x00, // end tag
   ];
-  const crs = [0x08, ...nameSeg('_CRS'), 0x11, ...pkg([0x0a, resources.length, ...resources])]; // NameOp, BufferOp
-  const device = [
-    ...nameSeg('PCI0'),
-    0x08, ...nameSeg('_HID'), 0x0c, 0x41, 0xd0, 0x0a, 0x03, // NameOp, DWordPrefix, EISA id PNP0A03
-    0x08, ...nameSeg('_ADR'), 0x00,
-    0x08, ...nameSeg('_UID'), 0x00,
-    ...crs,
-  ];
+  const keyboard = device('KBD_', [
+    ...named('_HID', [0x0c, 0x41, 0xd0, 0x03, 0x03]), // EISA id PNP0303
+    ...named('_CRS', resourceTemplate([
+      0x47, 0x01, ...le16(0x60), ...le16(0x60), 0x01, 0x01, // I/O 0x60
+      0x47, 0x01, ...le16(0x64), ...le16(0x64), 0x01, 0x01, // I/O 0x64
+      0x22, ...le16(1 << 1), // IRQ 1
+    ])),
+  ]);
+  // The PIIX3 ISA bridge (00:01.0) holds the legacy devices; SeaBIOS only drives a PS/2 keyboard the DSDT lists.
+  const isa = device('ISA_', [...named('_ADR', [0x0c, ...le32(0x00010000)]), ...keyboard]);
+  const pci0 = device('PCI0', [
+    ...named('_HID', [0x0c, 0x41, 0xd0, 0x0a, 0x03]), // EISA id PNP0A03
+    ...named('_ADR', [0x00]),
+    ...named('_UID', [0x00]),
+    ...named('_CRS', resourceTemplate(resources)),
+    ...isa,
+  ]);
   return Uint8Array.from([
     0x08, ...nameSeg('_S5_'), 0x12, ...pkg([0x04, 0x0a, SLP_TYP_S5, 0x0a, SLP_TYP_S5, 0x00, 0x00]), // Package of 4
-    0x10, ...pkg([0x5c, ...nameSeg('_SB_'), 0x5b, 0x82, ...pkg(device)]), // ScopeOp \_SB, DeviceOp
+    0x10, ...pkg([0x5c, ...nameSeg('_SB_'), ...pci0]), // ScopeOp \_SB
   ]);
 }
 

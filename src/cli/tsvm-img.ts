@@ -18,7 +18,7 @@ Commands:
   create [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] [-q] filename [size]
   info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename
   check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
-  convert [-c] [-p] [-n] [-f fmt] [-O output_fmt] [-B backing_file] [-o options] [-S size] filename output_filename
+  convert [-c] [-p] [-n] [-f fmt] [-O output_fmt] [-B backing_file] [-o options] [-S size] [-t cache] filename output_filename
   snapshot [-l | -c name | -a name | -d name] [-f fmt] filename
   commit [-f fmt] [-d] filename
   rebase [-f fmt] [-u] -b backing_file [-F backing_fmt] filename
@@ -107,13 +107,17 @@ async function main(): Promise<number> {
         progress: { type: 'boolean', short: 'p' }, options: { type: 'string', short: 'o' },
         backing: { type: 'string', short: 'B' }, 'no-create': { type: 'boolean', short: 'n' },
         sparse: { type: 'string', short: 'S' }, 'target-format': { type: 'string', short: 'F' },
+        cache: { type: 'string', short: 't' },
       });
+      const cache = str(v.cache) ?? 'unsafe'; // qemu-img convert's default
+      if (!['none', 'writeback', 'writethrough', 'directsync', 'unsafe'].includes(cache)) throw new TsvmError(`Invalid cache option: ${cache}`);
       positionals(p, 2, Infinity, 'input and output file names');
       if (str(v.sparse) !== undefined && !/^\d+[kKMG]?$/.test(str(v.sparse)!)) throw new TsvmError(`Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 2097152.`);
       return convertCommand(p.slice(0, -1), p[p.length - 1], {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
         compress: v.compress === true, progress: v.progress === true && v.quiet !== true,
         ...(str(v.options) && { options: str(v.options) }), ...(str(v.backing) && { backing: str(v.backing) }), noCreate: v['no-create'] === true,
+        unsafe: cache === 'unsafe',
       });
     }
     case 'snapshot': {

@@ -1,11 +1,14 @@
 import { TsvmError, errorMessage } from '../base/errors.js';
 import { type BlockDriver, openImage } from '../block/index.js';
+import { type DiskGeometry, guessDiskGeometry } from '../devices/ide/identify.js';
 import type { DriveConfig } from './config.js';
 
 /** An opened drive at its IDE position (0 primary master ... 3 secondary slave). */
 export interface OpenedDrive {
   config: DriveConfig;
   image: BlockDriver;
+  /** Disks: the geometry QEMU would give them (it depends on an existing partition table). */
+  geometry?: DiskGeometry;
 }
 
 export const IDE_POSITIONS = 4;
@@ -37,7 +40,9 @@ export async function openIdeDrives(configs: DriveConfig[]): Promise<(OpenedDriv
       }
       try {
         const image = await openImage(config.file, { format: config.format, readOnly: config.readOnly, lock: true });
-        opened.push({ config, image });
+        const drive: OpenedDrive = { config, image };
+        opened.push(drive);
+        if (config.media === 'disk') drive.geometry = await guessDiskGeometry(image);
       } catch (e) {
         throw new TsvmError(`could not open disk image '${config.file}': ${errorMessage(e).replace(/^cannot open '[^']*': /, '')}`);
       }

@@ -12,6 +12,7 @@ import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
 import { StdVga } from '../devices/display/std-vga.js';
+import { Piix3Ide } from '../devices/ide/piix3-ide.js';
 import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
@@ -28,6 +29,7 @@ import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
 import type { MachineConfig } from './config.js';
+import type { OpenedDrive } from './drives.js';
 
 /** COM1..COM4 port bases and IRQs. */
 const SERIAL_PORTS: [number, number][] = [[0x3f8, 4], [0x2f8, 3], [0x3e8, 4], [0x2e8, 3]];
@@ -36,6 +38,8 @@ export interface PcMachineHost extends SystemControl {
   /** Backends for the serial ports in config order (missing ones get a null backend). */
   serials: CharBackend[];
   debugcon?: CharBackend;
+  /** Opened IDE drives by position (primary master, primary slave, secondary master, secondary slave). */
+  drives: (OpenedDrive | undefined)[];
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
 }
@@ -58,6 +62,7 @@ export class PcMachine {
   readonly pci: PciBus;
   readonly fwCfg: FwCfg;
   readonly vga: StdVga;
+  readonly ide: Piix3Ide;
   readonly keyboard: I8042;
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
@@ -102,11 +107,18 @@ export class PcMachine {
     this.pci = new PciBus(this.io, this.memory, (n, level) => this.pic.setIrq(n, level));
     this.isaBridge = new Piix3IsaBridge(() => this.pci.updateIrqs());
     this.pci.router = this.isaBridge.route;
-    this.pmFunction = new Piix4PmFunction();
+    this.pmFunction = new Piix4PmFunction(this.pm);
     this.pci.add(new I440fxHostBridge(), 0);
     this.pci.add(this.isaBridge, 1, 0);
+    this.ide = new Piix3Ide({
+      io: this.io,
+      memory: this.memory,
+      irqs: [irq(14), irq(15)],
+      drives: host.drives.map((d) => d && (d.config.media === 'cdrom' ? { kind: 'cdrom', image: d.image } : { kind: 'disk', image: d.image, geometry: d.geometry })),
+    });
+    this.pci.add(this.ide, 1, 1);
     this.pci.add(this.pmFunction, 1, 3);
-    this.devices.push(this.pci, this.isaBridge, this.pmFunction, this.pci.get(0)!);
+    this.devices.push(this.pci, this.isaBridge, this.ide, this.pmFunction, this.pci.get(0)!);
     // 00:02.0: the standard VGA, as QEMU's default -vga std. Its BIOS is an option ROM the firmware runs.
     const vgaBios = this.kernel ? undefined : readFirmware('VGA BIOS', DEFAULT_VGA_BIOS, { maxBytes: 2 ** 20, multipleOf: 512 });
     this.vga = new StdVga({ io: this.io, memory: this.memory, vgabiosRom: vgaBios });
@@ -141,6 +153,7 @@ export class PcMachine {
     this.rtc.setNvram(0x35, above16m >> 8);
     this.rtc.setNvram(0x14, 0x06); // equipment: VGA, FPU
     this.rtc.setNvram(0x5f, this.config.cpus - 1);
+    this.rtc.setNvram(0x39, this.ide.cmosDiskTranslation()); // how SeaBIOS translates each disk's CHS
     // Boot order for SeaBIOS as QEMU's -boot gives it: up to three devices, 1 floppy, 2 disk, 3 CD-ROM, 4 network.
     const codes = [...this.config.boot.order].map((c) => ({ a: 1, b: 1, c: 2, d: 3, n: 4 })[c] ?? 0).slice(0, 3);
     this.rtc.setNvram(0x3d, (codes[0] ?? 0) | ((codes[1] ?? 0) << 4));
@@ -175,6 +188,7 @@ export class PcMachine {
     this.isaBridge.routeAsFirmwareDoes();
     this.pci.assignInterruptLines();
     this.pmFunction.configureAsFirmwareDoes();
+    this.ide.configureAsFirmwareDoes();
     const kernel = parseBzImage(this.config.kernel!, this.kernel!);
     const registers: X86Registers = loadLinux(this.memory, {
       kernel,
@@ -191,6 +205,11 @@ export class PcMachine {
     for (const d of this.devices) d.reset();
     this.cpu.reset();
     this.boot();
+  }
+
+  /** Waits for device requests still in flight (disk reads and writes); the images are closed after. */
+  async close(): Promise<void> {
+    await this.ide.close();
   }
 
   saveDeviceStates(): Record<string, VersionedState> {

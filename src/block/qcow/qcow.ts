@@ -15,6 +15,8 @@ const HEADER_SIZE = 48;
 export interface QcowOpenOptions {
   readOnly?: boolean;
   openBacking?: (name: string, format: string | undefined) => Promise<BlockDriver>;
+  /** Never fsync (qemu's cache=unsafe). */
+  unsafe?: boolean;
 }
 
 export interface QcowCreateOptions {
@@ -120,6 +122,7 @@ export class QcowImage implements BlockDriver {
 
   static async open(path: string, opts: QcowOpenOptions = {}): Promise<QcowImage> {
     const file = await BlockFile.open(path, opts.readOnly ?? false);
+    file.unsafe = opts.unsafe ?? false;
     let img: QcowImage | undefined;
     try {
       const b = await file.pread(0, HEADER_SIZE);

@@ -3,7 +3,7 @@ import { TsvmError } from '../../base/errors.js';
 import {
   type BlockDriver, type ImageFormat, Qcow2Image, RawImage, convertImage, createImage, openImage, resolveBackingPath,
 } from '../../block/index.js';
-import { isZero } from '../../block/util.js';
+import { copyImage } from '../../block/index.js';
 import { backingOf } from './info.js';
 import { checkFormat, creationOptions, openForCommand } from './open.js';
 import { snapshotTable } from './info.js';
@@ -47,6 +47,8 @@ function formattingLine(format: ImageFormat, size: number, o: Parameters<typeof 
 
 export async function convertCommand(inputs: string[], output: string, opts: {
   format?: string; outFormat?: string; compress: boolean; progress: boolean; options?: string; backing?: string; noCreate: boolean;
+  /** No fsync of the output (cache mode 'unsafe', qemu-img convert's default). */
+  unsafe?: boolean;
 }): Promise<number> {
   if (inputs.length !== 1) throw new TsvmError('converting several images into one is not supported by this version');
   const outFormat = checkFormat(opts.outFormat ?? 'raw', output)!;
@@ -60,7 +62,7 @@ export async function convertCommand(inputs: string[], output: string, opts: {
   } : undefined;
   try {
     if (opts.noCreate) {
-      const dst = await openImage(output, { format: outFormat, lock: true });
+      const dst = await openImage(output, { format: outFormat, lock: true, unsafe: opts.unsafe === true });
       try {
         await copyInto(src, dst, opts.compress, progress);
       } finally {
@@ -69,7 +71,7 @@ export async function convertCommand(inputs: string[], output: string, opts: {
     } else {
       const { options } = creationOptions(outFormat, opts.options, output);
       if (opts.backing !== undefined) options.backingFile = opts.backing;
-      const convertOptions: Parameters<typeof convertImage>[3] = { ...options, compress: opts.compress };
+      const convertOptions: Parameters<typeof convertImage>[3] = { ...options, compress: opts.compress, unsafe: opts.unsafe === true };
       if (progress) convertOptions.onProgress = progress;
       progress?.(0, 1);
       await convertImage(src, output, outFormat, convertOptions);
@@ -84,12 +86,8 @@ export async function convertCommand(inputs: string[], output: string, opts: {
 async function copyInto(src: BlockDriver, dst: BlockDriver, compress: boolean, progress?: (done: number, total: number) => void): Promise<void> {
   if (compress) throw new TsvmError('-c and -n together are not supported by this version');
   if (dst.virtualSize < src.virtualSize) throw new TsvmError('Target image is smaller than the source');
-  for (let off = 0; off < src.virtualSize; off += CHUNK) {
-    const data = await src.read(off, Math.min(CHUNK, src.virtualSize - off));
-    if (isZero(data)) await dst.writeZeroes(off, data.length);
-    else await dst.write(off, data);
-    progress?.(off + data.length, src.virtualSize);
-  }
+  // The target's old contents are overwritten, zero ranges included.
+  await copyImage(src, dst, progress ? { zeroOverBacking: true, onProgress: progress } : { zeroOverBacking: true });
   await dst.flush();
 }
 

@@ -4,7 +4,7 @@ import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { SystemControl } from '../system-control.js';
 import type { TimerQueue } from '../timer-queue.js';
-import { GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_BLK, PM1A_EVT_BLK, PM_TIMER_HZ, PM_TMR_BLK, SLP_TYP_S5 } from './pm-constants.js';
+import { GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_TIMER_HZ, PM_TMR_OFFSET, SLP_TYP_S5 } from './pm-constants.js';
 
 const PM1_STS_PWRBTN = 0x100, PM1_STS_TMR = 0x01, PM1_CNT_SCI_EN = 1, PM1_CNT_SLP_EN = 0x2000;
 
@@ -20,8 +20,34 @@ export class Piix4Pm implements Device {
   private pm1Control = PM1_CNT_SCI_EN;
   private readonly gpe = new Uint8Array(GPE0_BLK_LEN);
 
-  constructor(io: PortIoBus, private readonly sci: IrqLine, private readonly timers: TimerQueue, private readonly control: SystemControl) {
-    io.register(PM1A_EVT_BLK, 4, {
+  /** Where the PM1a and PM timer registers decode (PMBA), or null while the PCI function has them off. */
+  private base: number | null = null;
+
+  constructor(private readonly io: PortIoBus, private readonly sci: IrqLine, private readonly timers: TimerQueue, private readonly control: SystemControl) {
+    io.register(GPE0_BLK, GPE0_BLK_LEN, {
+      read: (offset, size) => this.readBytes(offset, size, (o) => this.gpe[o]),
+      write: (offset, size, value) => {
+        for (let i = 0; i < size; i++) {
+          const o = offset + i, b = (value >> (8 * i)) & 0xff;
+          // First half: status (write 1 to clear); second half: enable.
+          if (o < GPE0_BLK_LEN / 2) this.gpe[o] &= ~b;
+          else this.gpe[o] = b;
+        }
+      },
+    }, { name: 'gpe0' });
+  }
+
+  /**
+   * Moves the PM1a event/control and PM timer registers to `base` (the PIIX4's PMBA), or takes them off the
+   * bus (null). SeaBIOS puts them at 0x600 when QEMU-style ACPI tables come through fw_cfg, and at 0xB000
+   * when it builds its own tables (-no-acpi); tsvm's tables and direct Linux boot use 0x600.
+   */
+  mapAt(base: number | null): void {
+    if (base === this.base) return;
+    if (this.base !== null) for (const o of [PM1A_EVT_OFFSET, PM1A_CNT_OFFSET, PM_TMR_OFFSET]) this.io.unregister(this.base + o);
+    this.base = base;
+    if (base === null) return;
+    this.io.register(base + PM1A_EVT_OFFSET, 4, {
       read: (offset, size) => this.readBytes(offset, size, (o) => [this.pm1Status & 0xff, this.pm1Status >> 8, this.pm1Enable & 0xff, this.pm1Enable >> 8][o]),
       write: (offset, size, value) => {
         for (let i = 0; i < size; i++) {
@@ -34,7 +60,7 @@ export class Piix4Pm implements Device {
         this.updateSci();
       },
     }, { name: 'pm1a-evt' });
-    io.register(PM1A_CNT_BLK, 2, {
+    this.io.register(base + PM1A_CNT_OFFSET, 2, {
       read: (offset, size) => this.readBytes(offset, size, (o) => (o === 0 ? this.pm1Control & 0xff : this.pm1Control >> 8)),
       write: (offset, size, value) => {
         let v = this.pm1Control;
@@ -45,24 +71,13 @@ export class Piix4Pm implements Device {
         this.writeControl(v);
       },
     }, { name: 'pm1a-cnt' });
-    io.register(PM_TMR_BLK, 4, {
+    this.io.register(base + PM_TMR_OFFSET, 4, {
       read: (offset, size) => {
         const ticks = Math.floor((this.timers.nowNs() * PM_TIMER_HZ) / 1e9) & 0xffffff;
         return (ticks >>> (8 * offset)) & (size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff);
       },
       write: () => {},
     }, { name: 'pm-timer' });
-    io.register(GPE0_BLK, GPE0_BLK_LEN, {
-      read: (offset, size) => this.readBytes(offset, size, (o) => this.gpe[o]),
-      write: (offset, size, value) => {
-        for (let i = 0; i < size; i++) {
-          const o = offset + i, b = (value >> (8 * i)) & 0xff;
-          // First half: status (write 1 to clear); second half: enable.
-          if (o < GPE0_BLK_LEN / 2) this.gpe[o] &= ~b;
-          else this.gpe[o] = b;
-        }
-      },
-    }, { name: 'gpe0' });
   }
 
   private readBytes(offset: number, size: number, byte: (o: number) => number): number {

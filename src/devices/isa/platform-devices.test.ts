@@ -214,11 +214,16 @@ test('RTC: BCD time from the host clock, binary mode, NVRAM', () => {
   assert.equal(read(0x34), 0x12);
 });
 
-test('PIIX4 PM: S5 through PM1a_CNT powers off; the PM timer runs at 3.58 MHz', () => {
+test('PIIX4 PM: decodes where PMBA puts it; S5 through PM1a_CNT powers off; the PM timer runs at 3.58 MHz', () => {
   const io = new PortIoBus();
   const clock = manualClock();
   let off = 0;
-  new Piix4Pm(io, { set: () => {} }, new TimerQueue(clock), { requestReset: () => {}, requestPowerOff: () => off++ });
+  const pm = new Piix4Pm(io, { set: () => {} }, new TimerQueue(clock), { requestReset: () => {}, requestPowerOff: () => off++ });
+  assert.equal(io.read(PM_TMR_BLK, 4), 0xffffffff, 'off the bus until the PCI function enables it');
+  pm.mapAt(0xb000);
+  assert.notEqual(io.read(0xb008, 4), 0xffffffff);
+  pm.mapAt(PM_TMR_BLK - 8);
+  assert.equal(io.read(0xb008, 4), 0xffffffff);
   const t0 = io.read(PM_TMR_BLK, 4);
   clock.setNowNs(1e6);
   assert.equal((io.read(PM_TMR_BLK, 4) - t0) & 0xffffff, 3579);

@@ -1,3 +1,5 @@
+import type { VersionedState } from '../../base/state.js';
+import type { Piix4Pm } from '../acpi/piix4-pm.js';
 import { PCI_INTERRUPT_LINE, PciFunction } from './pci-function.js';
 import type { IntxRouter } from './pci-bus.js';
 
@@ -43,13 +45,12 @@ export class Piix3IsaBridge extends PciFunction {
 const PMBA = 0x40, PMREGMISC = 0x80, DEVACTB = 0x58, SMBBA = 0x90, SMBHSTCFG = 0xd2;
 
 /**
- * The PIIX4 power-management function's configuration space (00:01.3). The registers themselves are
- * `Piix4Pm`, which stays at 0x600 (where SeaBIOS programs PMBA and where tsvm's ACPI tables point). APMC_EN
- * reads as already set: tsvm has no System Management Mode, and this is how QEMU tells SeaBIOS not to set
- * it up (QEMU does the same when SMM is off).
+ * The PIIX4 power-management function's configuration space (00:01.3): PMBA and its enable bit place the
+ * `Piix4Pm` registers in I/O space. APMC_EN reads as already set: tsvm has no System Management Mode, and this
+ * is how QEMU tells SeaBIOS not to set it up (QEMU does the same when SMM is off).
  */
 export class Piix4PmFunction extends PciFunction {
-  constructor() {
+  constructor(private readonly pm: Piix4Pm) {
     super('piix4-pm-pci', { vendor: 0x8086, device: 0x7113, revision: 0x03, classCode: 0x068000, interruptPin: 1 });
     this.set32(PMBA, 1);
     this.setMask32(PMBA, 0xffc0);
@@ -65,5 +66,19 @@ export class Piix4PmFunction extends PciFunction {
   configureAsFirmwareDoes(): void {
     this.configWrite(PMBA, 4, 0x601);
     this.configWrite(PMREGMISC, 1, 1);
+  }
+
+  protected override configWritten(): void {
+    this.pm.mapAt(this.config[PMREGMISC] & 1 ? this.get32(PMBA) & 0xffc0 : null);
+  }
+
+  override reset(): void {
+    super.reset();
+    this.configWritten();
+  }
+
+  override restoreState(state: VersionedState): void {
+    super.restoreState(state);
+    this.configWritten();
   }
 }

@@ -31,6 +31,8 @@ export interface InstallFlowOptions {
   disk: string;
   /** Guest RAM in MiB (256). */
   memoryMiB?: number;
+  /** true: both runs with ACPI; false: both with `-no-acpi`; unset: the classic flow (installs with `-no-acpi`, boots with ACPI). */
+  acpi?: boolean;
   /** Arguments added after the flow's own (e.g. ['-vnc', ':1']). */
   extraArgs?: string[];
   installTimeoutMs?: number;
@@ -43,13 +45,13 @@ export interface InstallFlowOptions {
 }
 
 /** The machine arguments of the installation run (after the prefix). */
-export function installArgs(iso: string, disk: string, memoryMiB = 256): string[] {
-  return ['-no-acpi', '-m', String(memoryMiB), '-cdrom', iso, '-hda', disk, '-boot', 'd', '-display', 'none', '-serial', 'stdio'];
+export function installArgs(iso: string, disk: string, memoryMiB = 256, acpi = false): string[] {
+  return [...(acpi ? [] : ['-no-acpi']), '-m', String(memoryMiB), '-cdrom', iso, '-hda', disk, '-boot', 'd', '-display', 'none', '-serial', 'stdio'];
 }
 
 /** The machine arguments of the run that boots the installed disk (after the prefix). */
-export function bootArgs(disk: string, memoryMiB = 256): string[] {
-  return ['-m', String(memoryMiB), '-hda', disk, '-boot', 'c', '-display', 'none', '-serial', 'stdio'];
+export function bootArgs(disk: string, memoryMiB = 256, acpi = true): string[] {
+  return [...(acpi ? [] : ['-no-acpi']), '-m', String(memoryMiB), '-hda', disk, '-boot', 'c', '-display', 'none', '-serial', 'stdio'];
 }
 
 /** Creates the hard disk: `<img> create -f <format> <path> <size>` (qemu-img by default; tsvm-img works too). */
@@ -146,7 +148,7 @@ export function runMachineSteps(argv: string[], steps: Step[], options: { timeou
 
 /** The installation run: boots the CD until the installer says it is done (or failed). */
 export function runInstaller(o: InstallFlowOptions): Promise<MachineRun> {
-  return runMachineSteps([...o.machine, ...installArgs(o.iso, o.disk, o.memoryMiB), ...(o.extraArgs ?? [])],
+  return runMachineSteps([...o.machine, ...installArgs(o.iso, o.disk, o.memoryMiB, o.acpi ?? false), ...(o.extraArgs ?? [])],
     [{ waitFor: INSTALLER_DONE }],
     { timeoutMs: o.installTimeoutMs ?? 120_000, failOn: [INSTALLER_FAILED], onOutput: (t) => o.onOutput?.('install', t) });
 }
@@ -157,7 +159,7 @@ export const DEFAULT_CHECK_EXPECT = 'tsvm-end-2';
 
 /** Boots the installed disk until `tsvm-guest: ready`, runs a shell command and waits for its output. */
 export function bootInstalled(o: InstallFlowOptions): Promise<MachineRun> {
-  return runMachineSteps([...o.machine, ...bootArgs(o.disk, o.memoryMiB), ...(o.extraArgs ?? [])],
+  return runMachineSteps([...o.machine, ...bootArgs(o.disk, o.memoryMiB, o.acpi ?? true), ...(o.extraArgs ?? [])],
     [{ waitFor: INSTALLED_READY, send: o.command ?? DEFAULT_CHECK_COMMAND }, { waitFor: o.expect ?? DEFAULT_CHECK_EXPECT }],
     { timeoutMs: o.bootTimeoutMs ?? 120_000, onOutput: (t) => o.onOutput?.('boot', t) });
 }
