@@ -19,7 +19,7 @@ export interface GuestInfo {
 /** The command line the default guest boots with. */
 export const DEFAULT_GUEST_CMDLINE = 'console=ttyS0';
 /** Bumped when what goes into the guest changes, so that old caches are rebuilt. */
-const GUEST_LAYOUT_VERSION = 2;
+const GUEST_LAYOUT_VERSION = 3;
 
 /** Modules the later devices need (IDE, CD-ROM, virtio, ext4); their dependencies come along. */
 const GUEST_MODULES = [
@@ -120,22 +120,10 @@ function buildDefaultGuest(onProgress: (line: string) => void): GuestInfo {
     const busyboxVersion = debs.find((d) => d.startsWith('busybox'))?.split('_')[1]?.replace('%3a', ':') ?? '';
     onProgress(`writing the initramfs (kernel ${version})`);
     const modules = resolveModules(join(root, 'lib', 'modules', version), GUEST_MODULES);
-    const entries: CpioEntry[] = [
-      { kind: 'dir', path: 'bin' },
-      { kind: 'dir', path: 'dev' },
-      { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
-      { kind: 'dir', path: 'etc' },
-      { kind: 'dir', path: 'lib' },
-      { kind: 'dir', path: 'lib/modules' },
-      { kind: 'dir', path: 'proc' },
-      { kind: 'dir', path: 'sys' },
-      { kind: 'dir', path: 'root' },
-      { kind: 'file', path: 'bin/busybox', data: readFileSync(join(root, 'bin', 'busybox')), mode: 0o755 },
-      { kind: 'symlink', path: 'bin/sh', target: 'busybox' },
-      { kind: 'file', path: 'init', data: new TextEncoder().encode(INIT_SCRIPT), mode: 0o755 },
-      { kind: 'file', path: 'etc/modules-load', data: new TextEncoder().encode(modules.map((m) => m.name).join('\n') + '\n') },
+    const entries = [
+      ...initramfsBase(readFileSync(join(root, 'bin', 'busybox')), modules.map((m) => ({ name: m.name, data: readFileSync(m.path) }))),
+      { kind: 'file', path: 'init', data: new TextEncoder().encode(INIT_SCRIPT), mode: 0o755 } as CpioEntry,
     ];
-    for (const m of modules) entries.push({ kind: 'file', path: `lib/modules/${m.name}.ko`, data: readFileSync(m.path) });
     const out = join(work, 'out');
     mkdirSync(out);
     execFileSync('cp', [join(root, 'boot', `vmlinuz-${version}`), join(out, 'vmlinuz')]);
@@ -156,4 +144,21 @@ function buildDefaultGuest(onProgress: (line: string) => void): GuestInfo {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * What every initramfs tsvm builds starts from: the directories, /dev/console, busybox as /bin/sh, and kernel
+ * modules under lib/modules with their load order in etc/modules-load. The caller adds `init`.
+ */
+export function initramfsBase(busybox: Uint8Array, modules: { name: string; data: Uint8Array }[]): CpioEntry[] {
+  const entries: CpioEntry[] = [
+    ...['bin', 'dev'].map((path): CpioEntry => ({ kind: 'dir', path })),
+    { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
+    ...['etc', 'lib', 'lib/modules', 'proc', 'sys', 'mnt', 'root'].map((path): CpioEntry => ({ kind: 'dir', path })),
+    { kind: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
+    { kind: 'symlink', path: 'bin/sh', target: 'busybox' },
+    { kind: 'file', path: 'etc/modules-load', data: new TextEncoder().encode(modules.map((m) => m.name).join('\n') + '\n') },
+  ];
+  for (const m of modules) entries.push({ kind: 'file', path: `lib/modules/${m.name}.ko`, data: m.data });
+  return entries;
 }

@@ -128,7 +128,7 @@ export class PcMachine {
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
     this.bios = this.kernel ? null : new SystemBios(this.memory, readFirmware('BIOS', config.bios ?? DEFAULT_BIOS, { maxBytes: 16 * 2 ** 20, multipleOf: 64 * 1024 }));
-    this.fillFwCfg();
+    this.fillFwCfg(host.drives);
     if (host.debugcon) {
       const sink = host.debugcon;
       this.io.register(this.config.debugconPort ?? 0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
@@ -161,7 +161,7 @@ export class PcMachine {
   }
 
   /** What the firmware reads through fw_cfg: the machine's size and shape, e820, and the ACPI tables. */
-  private fillFwCfg(): void {
+  private fillFwCfg(drives: (OpenedDrive | undefined)[]): void {
     const f = this.fwCfg;
     f.setBytes(FwCfgKey.UUID, new Uint8Array(16));
     f.setU64(FwCfgKey.RAM_SIZE, this.config.memoryBytes);
@@ -176,6 +176,8 @@ export class PcMachine {
     dv.setUint32(16, 1, true); // usable RAM; the firmware reserves its own areas inside it
     f.addFile('etc/e820', e820);
     if (this.config.acpi) for (const [name, bytes] of Object.entries(acpiLoaderFiles(this.config.memoryBytes))) f.addFile(name, bytes);
+    const bootOrder = bootOrderPaths(this.config.boot.order, drives);
+    if (bootOrder.length > 0) f.addFile('bootorder', new TextEncoder().encode(bootOrder.join('\n') + '\0'));
   }
 
   /** Puts the boot payload into memory and sets the CPU's starting registers. */
@@ -217,6 +219,21 @@ export class PcMachine {
     for (const d of this.devices) out[d.id] = d.saveState();
     return out;
   }
+}
+
+/**
+ * The firmware's boot order as OpenFirmware device paths (fw_cfg `bootorder`): for each `-boot` letter, the
+ * drives of that kind in IDE order (c: disks, d: CD-ROMs; floppies and network cards do not exist here).
+ */
+function bootOrderPaths(order: string, drives: (OpenedDrive | undefined)[]): string[] {
+  const paths: string[] = [];
+  for (const letter of order) {
+    const media = letter === 'c' ? 'disk' : letter === 'd' ? 'cdrom' : null;
+    drives.forEach((d, i) => {
+      if (media && d?.config.media === media) paths.push(`/pci@i0cf8/ide@1,1/drive@${i >> 1}/disk@${i & 1}`);
+    });
+  }
+  return paths;
 }
 
 function readImage(what: string, path: string): Uint8Array {

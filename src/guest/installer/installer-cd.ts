@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSy
 import { dirname, join } from 'node:path';
 import { TsvmError } from '../../base/errors.js';
 import { writeCpio, type CpioEntry } from '../cpio.js';
-import { cacheDirectory, ensureDefaultGuest, type GuestInfo } from '../default-guest.js';
+import { cacheDirectory, ensureDefaultGuest, type GuestInfo, initramfsBase } from '../default-guest.js';
 import { resolveModules } from '../kernel-modules.js';
 import { readCpio } from './cpio-read.js';
 import { patchBootCode } from './grub-boot-code.js';
@@ -203,23 +203,7 @@ function unpackKernel(guest: GuestInfo, work: string, onProgress: (line: string)
 function baseEntries(guest: GuestInfo, kernel: KernelFiles): CpioEntry[] {
   const busybox = readCpio(readFileSync(guest.initrd)).find((x) => x.path === 'bin/busybox');
   if (!busybox) throw new TsvmError(`the default guest's initramfs has no busybox (rebuild it: tsvm-guest build --rebuild)`);
-  const entries: CpioEntry[] = [
-    { kind: 'dir', path: 'bin' },
-    { kind: 'dir', path: 'dev' },
-    { kind: 'chardev', path: 'dev/console', major: 5, minor: 1 },
-    { kind: 'dir', path: 'etc' },
-    { kind: 'dir', path: 'lib' },
-    { kind: 'dir', path: 'lib/modules' },
-    { kind: 'dir', path: 'proc' },
-    { kind: 'dir', path: 'sys' },
-    { kind: 'dir', path: 'mnt' },
-    { kind: 'dir', path: 'root' },
-    { kind: 'file', path: 'bin/busybox', data: busybox.data, mode: 0o755 },
-    { kind: 'symlink', path: 'bin/sh', target: 'busybox' },
-    { kind: 'file', path: 'etc/modules-load', data: new TextEncoder().encode(kernel.modules.map((m) => m.name).join('\n') + '\n') },
-  ];
-  for (const m of kernel.modules) entries.push({ kind: 'file', path: `lib/modules/${m.name}.ko`, data: m.data });
-  return entries;
+  return initramfsBase(busybox.data, kernel.modules);
 }
 
 function grubVersion(): string {
