@@ -209,6 +209,11 @@ export class PcMachine {
     this.boot();
   }
 
+  /** Device requests to the host are in flight: their completions arrive through Node's event loop. */
+  ioPending(): boolean {
+    return this.ide.busy;
+  }
+
   /** Waits for device requests still in flight (disk reads and writes); the images are closed after. */
   async close(): Promise<void> {
     await this.ide.close();

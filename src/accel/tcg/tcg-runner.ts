@@ -22,6 +22,11 @@ export class TcgRunner {
   static readonly SLICE_INSTRUCTIONS = 20_000;
   /** Host milliseconds of guest execution before yielding to the event loop. */
   static readonly YIELD_MS = 10;
+  /**
+   * The same while a device waits for the host (a disk read): the guest is usually polling for it, and its
+   * completion can only arrive when the event loop runs, so yield soon.
+   */
+  static readonly YIELD_MS_IO_PENDING = 0.2;
 
   private running = false;
   private sleepTimer: NodeJS.Timeout | null = null;
@@ -32,6 +37,8 @@ export class TcgRunner {
     private readonly timers: TimerQueue,
     /** Called when the CPU stopped for a reason the machine must handle; return true to keep running. */
     private readonly onEvent: (event: RunnerEvent) => boolean,
+    /** Whether device requests to the host are in flight. */
+    private readonly ioPending: () => boolean = () => false,
   ) {}
 
   get isRunning(): boolean {
@@ -73,7 +80,7 @@ export class TcgRunner {
   }
 
   private loop(): void {
-    const yieldAt = performance.now() + TcgRunner.YIELD_MS;
+    const start = performance.now();
     while (this.running) {
       this.timers.runExpired();
       if (this.cpu.halted) {
@@ -86,7 +93,7 @@ export class TcgRunner {
         this.running = false;
         return;
       }
-      if (performance.now() >= yieldAt) break;
+      if (performance.now() - start >= (this.ioPending() ? TcgRunner.YIELD_MS_IO_PENDING : TcgRunner.YIELD_MS)) break;
     }
     if (this.running) this.schedule();
   }

@@ -1247,6 +1247,11 @@ export class Piix3Ide extends PciFunction {
     return true;
   }
 
+  /** Image requests are in flight (the guest is probably polling for their completion). */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
+  }
+
   /** Waits for the image requests in flight (call before closing the images). */
   async close(): Promise<void> {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
