@@ -11,6 +11,8 @@ export interface ConvertOptions extends CreateImageOptions {
   onProgress?: (done: number, total: number) => void;
   /** Do not fsync the output (qemu-img convert's default cache mode, 'unsafe'). */
   unsafe?: boolean;
+  /** qemu-img convert -S: see CopyOptions.minSparse. */
+  minSparse?: number;
 }
 
 /** Bytes per request, and requests in flight (as qemu-img: 2 MiB buffers, several at once). */
@@ -19,13 +21,14 @@ const PARALLEL = 8;
 
 /** Writes everything `src` reads as into a newly created image at `dstPath`; zero ranges stay sparse. */
 export async function convertImage(src: BlockDriver, dstPath: string, format: ImageFormat, opts: ConvertOptions = {}): Promise<void> {
-  const { compress, onProgress, unsafe, ...create } = opts;
+  const { compress, onProgress, unsafe, minSparse, ...create } = opts;
   if (compress && format !== 'qcow2') throw new TsvmError('compression needs the qcow2 format');
   await createImage(dstPath, format, src.virtualSize, create);
   const dst = await openImage(dstPath, { format, unsafe: unsafe === true });
   try {
     const copy: CopyOptions = { compress: compress === true, zeroOverBacking: create.backingFile !== undefined };
     if (onProgress) copy.onProgress = onProgress;
+    if (minSparse !== undefined) copy.minSparse = minSparse;
     await copyImage(src, dst, copy);
     await dst.flush();
   } finally {
@@ -39,6 +42,12 @@ export interface CopyOptions {
   /** Zero ranges are written as zeroes (the destination has a backing file) instead of skipped. */
   zeroOverBacking?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * qemu-img convert -S: the shortest run of zero bytes (a multiple of 512) left unwritten inside data
+   * the source reports; 0 writes everything, zeroes included (a fully allocated output). Unset: zero
+   * blocks (destination clusters, 4 KiB for other formats) are not written. Ignored when compressing.
+   */
+  minSparse?: number;
 }
 
 /**
@@ -55,7 +64,55 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
   let next = 0, done = 0;
   let failure: { e: unknown } | undefined;
 
+  const minSparse = compress ? undefined : opts.minSparse;
+  const read = async (off: number, data: Uint8Array): Promise<void> => {
+    if (src.readInto) await src.readInto(off, data);
+    else data.set(await src.read(off, data.length));
+  };
+  /**
+   * -S: each stretch the source reports as data is split into data and zero runs as qemu-img does; a
+   * qcow2 destination gets whole clusters (as QEMU's allocating writes fill the rest of a new cluster).
+   */
+  const copySparseChunk = async (off: number, n: number, buf: Uint8Array, min: number): Promise<void> => {
+    const data = buf.subarray(0, n);
+    await read(off, data);
+    const ranges: [number, number][] = [];
+    const add = (a: number, b: number) => {
+      if (qcow2) {
+        a = Math.max(0, Math.floor(a / unit) * unit);
+        b = Math.min(n, Math.ceil(b / unit) * unit);
+      }
+      const last = ranges[ranges.length - 1];
+      if (last && last[1] >= a) last[1] = Math.max(last[1], b);
+      else ranges.push([a, b]);
+    };
+    for (let pos = 0; pos < n;) {
+      const st = await src.blockStatus(off + pos, n - pos);
+      if (min === 0) {
+        add(pos, pos + st.length);
+      } else if (!st.zero) {
+        for (let p = pos; p < pos + st.length;) {
+          const run = sparseRun(data.subarray(p, pos + st.length), off + p, min);
+          if (run.data) add(p, p + run.length);
+          p += run.length;
+        }
+      }
+      pos += st.length;
+    }
+    const writes: Promise<void>[] = [];
+    let done = 0;
+    for (const [a, b] of ranges) {
+      if (a > done && opts.zeroOverBacking) writes.push(dst.writeZeroes(off + done, a - done));
+      writes.push(dst.write(off + a, data.subarray(a, b)));
+      done = b;
+    }
+    if (n > done && opts.zeroOverBacking) writes.push(dst.writeZeroes(off + done, n - done));
+    const rs = await Promise.allSettled(writes);
+    for (const r of rs) if (r.status === 'rejected') throw r.reason;
+  };
+
   const copyChunk = async (off: number, n: number, buf: Uint8Array): Promise<void> => {
+    if (minSparse !== undefined) return copySparseChunk(off, n, buf, minSparse);
     let pos = off;
     while (pos < off + n) {
       const st = await src.blockStatus(pos, off + n - pos);
@@ -128,4 +185,43 @@ async function writeCompressedRange(dst: Qcow2Image, off: number, data: Uint8Arr
   if (end > b) writes.push(dst.write(b, data.subarray(b - off)));
   const rs = await Promise.allSettled(writes);
   for (const r of rs) if (r.status === 'rejected') throw r.reason;
+}
+
+const SECTOR = 512;
+
+/**
+ * The run at the start of `data` (at image offset `off`), judged as qemu-img convert -S does:
+ * sectors are data or zero; a zero stretch counts as a hole only if it is at least `min` bytes long
+ * (or all of `data`), and stretch ends are moved to multiples of `align` (the largest power of two
+ * <= min): data ends are rounded up, hole ends down, and a hole that would vanish is data. A run that
+ * starts as data goes on over holes shorter than `min`.
+ */
+export function sparseRun(data: Uint8Array, off: number, min: number): { data: boolean; length: number } {
+  const n = data.length;
+  const align = Math.max(SECTOR, 2 ** Math.floor(Math.log2(Math.max(min, 1))));
+  const minLen = Math.min(min, n);
+  const stretch = (p: number): { data: boolean; length: number } => {
+    const zero = isZero(data.subarray(p, Math.min(n, p + SECTOR)));
+    let q = p + SECTOR;
+    while (q < n && isZero(data.subarray(q, Math.min(n, q + SECTOR))) === zero) q += SECTOR;
+    q = Math.min(q, n);
+    if (q === n) return { data: !zero, length: q - p };
+    const tail = (off + q) % align;
+    let isData = !zero;
+    if (tail !== 0) {
+      if (!isData && q - p <= tail) isData = true;
+      q = isData ? Math.min(n, q + align - tail) : q - tail;
+    }
+    return { data: isData, length: q - p };
+  };
+  const first = stretch(0);
+  if (!first.data) return first;
+  let used = first.length, checked = first.length;
+  while (checked < n) {
+    const s = stretch(checked);
+    checked += s.length;
+    if (s.data) used = checked;
+    else if (s.length >= minLen) break;
+  }
+  return { data: true, length: used };
 }

@@ -7,6 +7,7 @@ import { checkCommand, repairMode } from './img/check.js';
 import { amendCommand, commitCommand, convertCommand, createCommand, rebaseCommand, resizeCommand, snapshotCommand } from './img/edit.js';
 import { infoCommand } from './img/info.js';
 import { setForceShare } from './img/open.js';
+import { parseSize } from './img/units.js';
 import { compareCommand, mapCommand, measureCommand } from './img/inspect.js';
 
 /** Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow). */
@@ -20,7 +21,7 @@ Commands:
   check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
   convert [-c] [-p] [-n] [-f fmt] [-O output_fmt] [-B backing_file] [-o options] [-S size] [-t cache] filename output_filename
   snapshot [-l | -c name | -a name | -d name] [-f fmt] filename
-  commit [-f fmt] [-d] filename
+  commit [-f fmt] [-d] [-b base] filename
   rebase [-f fmt] [-u] -b backing_file [-F backing_fmt] filename
   resize [-f fmt] [--shrink] filename [+|-]size
   map [-f fmt] [--output=human|json] filename
@@ -63,6 +64,22 @@ function positionals(list: string[], min: number, max: number, what: string): st
   if (list.length < min) throw new TsvmError(`Expecting ${what}`);
   if (list.length > max) throw new TsvmError(`Unexpected argument: ${list[max]}`);
   return list;
+}
+
+/** convert -S: bytes, a multiple of 512 up to 16 MiB (qemu-img's limits and messages). */
+function sparseSize(text: string): number {
+  let n: number;
+  try {
+    if (text.trim().startsWith('-')) throw new Error();
+    n = parseSize(text);
+  } catch {
+    process.stderr.write('tsvm-img: Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for\n');
+    throw new TsvmError('kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.');
+  }
+  if (n % 512 !== 0 || n > 16 << 20) {
+    throw new TsvmError('Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).');
+  }
+  return n;
 }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
@@ -112,12 +129,12 @@ async function main(): Promise<number> {
       const cache = str(v.cache) ?? 'unsafe'; // qemu-img convert's default
       if (!['none', 'writeback', 'writethrough', 'directsync', 'unsafe'].includes(cache)) throw new TsvmError(`Invalid cache option: ${cache}`);
       positionals(p, 2, Infinity, 'input and output file names');
-      if (str(v.sparse) !== undefined && !/^\d+[kKMG]?$/.test(str(v.sparse)!)) throw new TsvmError(`Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 2097152.`);
+      const minSparse = str(v.sparse) === undefined ? undefined : sparseSize(str(v.sparse)!);
       return convertCommand(p.slice(0, -1), p[p.length - 1], {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
         compress: v.compress === true, progress: v.progress === true && v.quiet !== true,
         ...(str(v.options) && { options: str(v.options) }), ...(str(v.backing) && { backing: str(v.backing) }), noCreate: v['no-create'] === true,
-        unsafe: cache === 'unsafe',
+        unsafe: cache === 'unsafe', ...(minSparse !== undefined && { minSparse }),
       });
     }
     case 'snapshot': {
@@ -136,8 +153,7 @@ async function main(): Promise<number> {
     case 'commit': {
       const { values: v, positionals: p } = parse(command, args, { drop: { type: 'boolean', short: 'd' }, base: { type: 'string', short: 'b' }, progress: { type: 'boolean', short: 'p' } });
       const [file] = positionals(p, 1, 1, 'one image file name');
-      if (v.base !== undefined) throw new TsvmError('commit -b (to a base deeper than the backing file) is not supported by this version');
-      return commitCommand(file, { ...(str(v.format) && { format: str(v.format) }), drop: v.drop === true });
+      return commitCommand(file, { ...(str(v.format) && { format: str(v.format) }), drop: v.drop === true, ...(str(v.base) !== undefined && { base: str(v.base) }) });
     }
     case 'rebase': {
       const { values: v, positionals: p } = parse(command, args, {

@@ -1,7 +1,7 @@
 /**
  * qcow2 images (docs/interop/qcow2.txt): versions 2 and 3, cluster sizes 512 B..2 MiB, refcount widths
  * 1..64 bits, zero clusters, compressed clusters (zlib/deflate), extended L2 entries, backing files,
- * internal snapshots, resize (grow) and check/repair.
+ * internal snapshots, resize (grow and shrink) and check/repair.
  *
  * Requests run under one async mutex with write-through metadata caches, except common reads and
  * writes, which take a fast path (tryFastWrite/tryFastRead) that updates cached metadata in memory,
@@ -20,7 +20,7 @@ import {
   AUTOCLEAR_KNOWN, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, EXT_FEATURE_NAMES,
   INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY, INCOMPAT_EXTL2, INCOMPAT_KNOWN, OFLAG_COMPRESSED_HI,
   OFLAG_COPIED_HI, OFLAG_ZERO_LO, type Qcow2Header, compressedRange, encodeCompressed, encodeFixedHeader, encodeFullHeader,
-  entryOffset, parseHeader, setEntry,
+  entryOffset, featureNameTable, parseHeader, setEntry,
 } from './format.js';
 import {
   type SnapshotEntry, encodeSnapshotTable, makeExtra, parseSnapshotTable, snapshotTableSize,
@@ -1324,8 +1324,9 @@ export class Qcow2Image implements BlockDriver {
     });
   }
 
-  private async zeroClusters(l1i: number, g0: number, g1: number, zero: boolean): Promise<void> {
-    const hasBacking = this.backing !== undefined;
+  /** `full`: the clusters become unallocated even over a backing file (a full discard). */
+  private async zeroClusters(l1i: number, g0: number, g1: number, zero: boolean, full = false): Promise<void> {
+    const hasBacking = this.backing !== undefined && !full;
     const canZeroFlag = this.header.version >= 3;
     if (this.l1Entry(l1i).off === 0 && !hasBacking) return;
     // Without a zero flag, zeroing over a backing file needs real zeroes.
@@ -1406,14 +1407,23 @@ export class Qcow2Image implements BlockDriver {
 
   // ---- resize ------------------------------------------------------------------------------
 
-  /** Grows the virtual disk (shrinking is not supported). */
-  async resize(size: number): Promise<void> {
+  /**
+   * Changes the virtual disk size. Shrinking (only with `shrink`, like `qemu-img resize --shrink`) drops
+   * every cluster past the new end (the cluster holding an unaligned new end is kept), frees L2 tables and
+   * refcount blocks that no longer describe anything, and truncates the file after its last used cluster.
+   * Snapshots keep the clusters they reference.
+   */
+  async resize(size: number, opts: { shrink?: boolean } = {}): Promise<void> {
     this.writable();
     if (!Number.isSafeInteger(size) || size < 0) throw new TsvmError(`invalid size ${size}`);
     await this.locked(async () => {
-      if (size < this.header.size) throw new TsvmError('shrinking qcow2 images is not supported');
       if (this.snapshots.length > 0 && size !== this.header.size && this.header.version < 3) {
-        throw new TsvmError('cannot resize a version 2 qcow2 image with snapshots');
+        throw new TsvmError('Can\'t resize a v2 image which has snapshots');
+      }
+      if (size < this.header.size) {
+        if (!opts.shrink) throw new TsvmError('Use the --shrink option to perform a shrink operation.');
+        await this.shrinkLocked(size);
+        return;
       }
       const need = Math.ceil(size / (this.cs * this.l2Entries));
       if (need > this.header.l1Size) await this.growL1(need);
@@ -1421,6 +1431,67 @@ export class Qcow2Image implements BlockDriver {
       await this.writeHeader();
       await this.file.sync();
     });
+  }
+
+  private async shrinkLocked(size: number): Promise<void> {
+    const oldClusters = Math.ceil(this.header.size / this.cs);
+    const g0 = Math.ceil(size / this.cs);
+    const keepL1 = Math.ceil(g0 / this.l2Entries);
+    // The L2 table holding the new end: drop its entries past the end.
+    if (g0 < oldClusters && g0 % this.l2Entries !== 0) {
+      const l1i = Math.floor(g0 / this.l2Entries);
+      if (this.l1Entry(l1i).off !== 0) {
+        await this.zeroClusters(l1i, g0, Math.min(oldClusters - 1, (l1i + 1) * this.l2Entries - 1), false, true);
+      }
+    }
+    // Whole L2 tables past the end: unhook them and drop this L1's references (to the table and, as
+    // every L1 table referencing an L2 table counts for its clusters too, to what it maps).
+    for (let i = keepL1; i < this.header.l1Size; i++) {
+      const e = this.l1Entry(i);
+      if (e.off === 0) continue;
+      const t = (await this.l2Table(e.off)).slice();
+      await this.writeL1Entry(i, 0, false);
+      await this.barrier();
+      await this.updateRefcounts(e.off / this.cs, 1, -1);
+      for (let j = 0; j < this.l2Entries; j++) await this.releaseEntry(this.decode(t, j));
+    }
+    // Refcount blocks that now count nothing but themselves.
+    for (let r = 0; r < this.rtEntries(); r++) {
+      const off = this.rtEntry(r);
+      if (off === 0) continue;
+      const b = await this.refBlock(off);
+      const self = Math.floor(off / this.cs / this.refEntries) === r ? (off / this.cs) % this.refEntries : -1;
+      let used = false;
+      for (let i = 0; i < this.refEntries && !used; i++) used = i !== self && this.refAt(b, i) !== 0;
+      if (used) continue;
+      setU64(this.rtdv, r * 8, 0);
+      await this.file.pwrite(this.header.refcountTableOffset + r * 8, this.rt.subarray(r * 8, r * 8 + 8));
+      await this.barrier();
+      this.rbCache.delete(off);
+      if (self < 0) await this.updateRefcounts(off / this.cs, 1, -1);
+      else this.onClusterFreed(off / this.cs);
+    }
+    this.header.size = size;
+    await this.writeHeader();
+    await this.file.sync();
+    // The file ends after its last cluster in use.
+    let last = -1;
+    for (let r = this.rtEntries() - 1; r >= 0 && last < 0; r--) {
+      const off = this.rtEntry(r);
+      if (off === 0) continue;
+      const b = await this.refBlock(off);
+      for (let i = this.refEntries - 1; i >= 0; i--) {
+        if (this.refAt(b, i) !== 0) {
+          last = r * this.refEntries + i;
+          break;
+        }
+      }
+    }
+    if (last >= 0 && (last + 1) * this.cs < (await this.file.size())) {
+      await this.file.truncate((last + 1) * this.cs);
+      await this.file.sync();
+    }
+    this.freeHint = 0;
   }
 
   private async growL1(entries: number): Promise<void> {
@@ -1825,6 +1896,70 @@ export class Qcow2Image implements BlockDriver {
     if (h.backingFile !== undefined) i.backingFile = h.backingFile;
     if (h.backingFormat !== undefined) i.backingFormat = h.backingFormat;
     return i;
+  }
+
+  /**
+   * `amend -o compat=`: version 2 <-> 3. Upgrading only rewrites the header. Downgrading turns zero
+   * clusters into unallocated ones (no backing file) or allocated zeroes, drops the v3 feature bits, and
+   * is refused for what version 2 cannot express (incompatible features, refcount widths other than 16,
+   * zero clusters referenced by snapshots).
+   */
+  async setCompat(compat: '0.10' | '1.1'): Promise<void> {
+    this.writable();
+    await this.locked(async () => {
+      const h = this.header;
+      const target = compat === '0.10' ? 2 : 3;
+      if (target === h.version) return;
+      const oldLen = encodeFullHeader({ ...h, extensions: [...h.extensions] }, this.cs).length;
+      if (target === 3) {
+        const raw = new Uint8Array(112);
+        raw.set(h.raw.subarray(0, 72));
+        Object.assign(h, { raw, version: 3, headerLength: 112, incompatible: 0n, compatible: 0n, autoclear: 0n, refcountOrder: 4, compressionType: 0 });
+        if (!h.extensions.some((e) => e.type === EXT_FEATURE_NAMES)) h.extensions.push({ type: EXT_FEATURE_NAMES, data: featureNameTable() });
+        try {
+          encodeFullHeader({ ...h }, this.cs);
+        } catch {
+          h.extensions = h.extensions.filter((e) => e.type !== EXT_FEATURE_NAMES);
+        }
+      } else {
+        const incompat = h.incompatible & ~INCOMPAT_DIRTY;
+        if (incompat !== 0n) throw new TsvmError(`Cannot downgrade an image with incompatible features 0x${incompat.toString(16)} set`);
+        if (this.refBits !== 16) throw new TsvmError('compat=0.10 requires refcount_bits=16');
+        for (const sn of this.snapshots) {
+          const l1 = await this.file.pread(sn.l1TableOffset, sn.l1Size * 8);
+          const dv = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
+          for (let i = 0; i < sn.l1Size; i++) {
+            const off = entryOffset(dv.getUint32(i * 8), dv.getUint32(i * 8 + 4));
+            if (off === 0) continue;
+            const t = await this.l2Table(off);
+            for (let j = 0; j < this.l2Entries; j++) {
+              if (this.decode(t, j).kind === 'zero') throw new TsvmError(`Cannot downgrade: snapshot '${sn.name}' has zero clusters`);
+            }
+          }
+        }
+        // Zero clusters of the active table: unallocated, or (over a backing file) allocated zeroes.
+        const clusters = Math.ceil(h.size / this.cs);
+        for (let i = 0; i < h.l1Size; i++) {
+          if (this.l1Entry(i).off === 0) continue;
+          for (let j = 0; j < this.l2Entries; j++) {
+            const g = i * this.l2Entries + j;
+            if (g >= clusters) break;
+            const e = this.l1Entry(i);
+            if (this.decode(await this.l2Table(e.off), j).kind !== 'zero') continue;
+            if (this.backing) await this.writeLocked(g * this.cs, new Uint8Array(Math.min(this.cs, h.size - g * this.cs)));
+            else await this.zeroClusters(i, g, g, false, true);
+          }
+        }
+        await this.file.sync();
+        Object.assign(h, { raw: h.raw.slice(0, 72), version: 2, headerLength: 72, incompatible: 0n, compatible: 0n, autoclear: 0n, refcountOrder: 4, compressionType: 0 });
+        h.extensions = h.extensions.filter((e) => e.type !== EXT_FEATURE_NAMES && e.type !== EXT_BITMAPS);
+      }
+      const hdr = encodeFullHeader(h, this.cs);
+      const out = new Uint8Array(Math.max(hdr.length, oldLen));
+      out.set(hdr);
+      await this.file.pwrite(0, out);
+      await this.file.sync();
+    });
   }
 
   /** Lazy refcounts flag (informational: refcounts are always kept up to date). */

@@ -227,3 +227,175 @@ test('tsvm-img and QEMU refuse to use an image the other is writing (QEMU-compat
     t.cleanup();
   }
 });
+
+/** qemu-img map --output=json without host offsets, adjacent entries with the same flags merged. */
+function mapShape(cwd: string, fmt: string, file: string): string {
+  const entries = JSON.parse(qemuIn(cwd, 'map', '--output=json', '-f', fmt, file).stdout) as Record<string, unknown>[];
+  const out: Record<string, unknown>[] = [];
+  for (const e of entries) {
+    delete e.offset;
+    const last = out[out.length - 1];
+    const key = (x: Record<string, unknown>) => JSON.stringify({ ...x, start: 0, length: 0 });
+    if (last && key(last) === key(e) && (last.start as number) + (last.length as number) === e.start) (last.length as number) += e.length as number;
+    else out.push(e);
+  }
+  return JSON.stringify(out);
+}
+
+test('tsvm-img resize --shrink: the same file as qemu-img (clusters dropped and freed, file truncated), snapshots kept', { skip }, () => {
+  const t = tmpDir();
+  try {
+    for (const who of ['q', 't']) {
+      qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=4096', t.path(`${who}.qcow2`), '64M');
+      qemuIo(t.path(`${who}.qcow2`), ['write -P 7 0 3M', 'write -P 8 40M 1M', 'write -c -P 3 50M 64k']);
+      qemuImg('create', '-f', 'qcow2', t.path(`${who}2.qcow2`), '4G');
+      qemuIo(t.path(`${who}2.qcow2`), ['write -P 7 0 3M', 'write -P 8 3G 1M', 'write -c -P 9 3200k 64k']);
+    }
+    // Without --shrink: qemu-img's refusal, nothing changed.
+    const before = readFileSync(t.path('t2.qcow2'));
+    const refused = tsvmImg(t.dir, 'resize', 't2.qcow2', '1M');
+    assert.equal(refused.status, 1);
+    assert.equal(refused.stderr.replace(/tsvm-img/g, 'qemu-img'), spawnSync('qemu-img', ['resize', 'q2.qcow2', '1M'], { cwd: t.dir, encoding: 'utf8' }).stderr);
+    assert.ok(readFileSync(t.path('t2.qcow2')).equals(before));
+    assert.equal(tsvmImg(t.dir, 'resize', '--shrink', 't2.qcow2', '1M').stdout, 'Image resized.\n');
+    qemuImg('resize', '--shrink', t.path('q2.qcow2'), '1M');
+    assert.ok(readFileSync(t.path('t2.qcow2')).equals(readFileSync(t.path('q2.qcow2'))), 'byte-identical to qemu-img\'s result');
+    assert.equal(qemuImgStatus('check', t.path('t2.qcow2')).status, 0);
+    // With a snapshot (v3: allowed): the snapshot keeps its clusters.
+    for (const who of ['q', 't']) {
+      qemuImg('snapshot', '-c', 's', t.path(`${who}.qcow2`));
+      qemuIo(t.path(`${who}.qcow2`), ['write -P 9 40M 64k', 'write -P 9 0 64k']);
+    }
+    assert.equal(tsvmImg(t.dir, 'resize', '--shrink', 't.qcow2', '1100k').status, 0);
+    qemuImg('resize', '--shrink', t.path('q.qcow2'), '1100k');
+    assert.equal(qemuImgStatus('check', t.path('t.qcow2')).status, 0);
+    assert.equal(statSync(t.path('t.qcow2')).size, statSync(t.path('q.qcow2')).size);
+    assert.equal(qemuIn(t.dir, 'compare', 'q.qcow2', 't.qcow2').status, 0);
+    qemuImg('snapshot', '-a', 's', t.path('t.qcow2'));
+    qemuIo(t.path('t.qcow2'), ['read -P 7 0 1M', 'read -P 8 40M 1M', 'read -P 3 50M 64k']);
+    assert.equal(qemuImgStatus('check', t.path('t.qcow2')).status, 0);
+    // qemu-img's other refusals: unaligned qcow2 size, non-positive size, v2 with snapshots, qcow v1.
+    for (const [args, prep] of [
+      [['resize', '--shrink', 't2.qcow2', '1000'], undefined],
+      [['resize', '--shrink', 't2.qcow2', '0'], undefined],
+      [['resize', 'v2.qcow2', '8M'], () => { qemuImg('create', '-f', 'qcow2', '-o', 'compat=0.10', t.path('v2.qcow2'), '4M'); qemuImg('snapshot', '-c', 's', t.path('v2.qcow2')); }],
+      [['resize', '--shrink', 'v1.qcow', '1M'], () => qemuImg('create', '-f', 'qcow', t.path('v1.qcow'), '4M')],
+      [['resize', 'v1.qcow', '8M'], undefined],
+    ] as const) {
+      (prep as (() => void) | undefined)?.();
+      const ours = tsvmImg(t.dir, ...args), theirs = spawnSync('qemu-img', args, { cwd: t.dir, encoding: 'utf8' });
+      assert.equal(ours.status, theirs.status, args.join(' '));
+      assert.equal(ours.stderr.replace(/tsvm-img/g, 'qemu-img'), theirs.stderr, args.join(' '));
+    }
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('tsvm-img commit -b BASE and -d, as qemu-img', { skip }, () => {
+  const t = tmpDir();
+  try {
+    qemuImg('create', '-f', 'qcow2', t.path('base.qcow2'), '2M');
+    qemuIo(t.path('base.qcow2'), ['write -P 1 0 2M']);
+    qemuImg('create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', t.path('mid.qcow2'), '4M');
+    qemuIo(t.path('mid.qcow2'), ['write -P 2 1M 1M']);
+    qemuImg('create', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', t.path('top.qcow2'));
+    qemuIo(t.path('top.qcow2'), ['write -P 3 2M 64k', 'write -z 1536k 64k']);
+    const [top0, mid0] = [readFileSync(t.path('top.qcow2')), readFileSync(t.path('mid.qcow2'))];
+    for (const b of ['nonexist.qcow2', 'top.qcow2']) {
+      const ours = tsvmImg(t.dir, 'commit', '-b', b, 'top.qcow2'), theirs = spawnSync('qemu-img', ['commit', '-b', b, 'top.qcow2'], { cwd: t.dir, encoding: 'utf8' });
+      assert.equal(ours.status, 1);
+      assert.equal(ours.stderr.replace('tsvm-img', 'qemu-img'), theirs.stderr);
+    }
+    const r = tsvmImg(t.dir, 'commit', '-b', 'base.qcow2', 'top.qcow2');
+    assert.equal(r.stdout, 'Image committed.\n', r.stderr);
+    // -b implies -d: the images above the base are left as they were; the base (grown to 4M) holds their view.
+    assert.ok(readFileSync(t.path('top.qcow2')).equals(top0) && readFileSync(t.path('mid.qcow2')).equals(mid0));
+    assert.equal(JSON.parse(qemuImg('info', '--output=json', t.path('base.qcow2')))['virtual-size'], 4 << 20);
+    qemuIo(t.path('base.qcow2'), ['read -P 1 0 1M', 'read -P 2 1M 512k', 'read -P 0 1536k 64k', 'read -P 2 1600k 448k', 'read -P 3 2M 64k', 'read -P 0 2112k 1984k']);
+    assert.equal(qemuImgStatus('check', t.path('base.qcow2')).status, 0);
+    assert.equal(qemuIn(t.dir, 'compare', 'top.qcow2', 'base.qcow2').status, 0);
+    // -d: committed into mid, top not emptied.
+    const d = tsvmImg(t.dir, 'commit', '-d', 'top.qcow2');
+    assert.equal(d.stdout, 'Image committed.\n', d.stderr);
+    assert.ok(readFileSync(t.path('top.qcow2')).equals(top0));
+    qemuIo(t.path('mid.qcow2'), ['read -P 3 2M 64k', 'read -P 0 1536k 64k']);
+    assert.equal(qemuImgStatus('check', t.path('mid.qcow2')).status, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('tsvm-img convert -S: the same allocation as qemu-img convert -S (raw and qcow2 outputs)', { skip }, () => {
+  const t = tmpDir();
+  try {
+    const b = Buffer.alloc(5 << 20);
+    const fill = (off: number, n: number, v: number) => b.fill(v, off, off + n);
+    fill(0, 4096, 1); fill(8192, 4096, 2); fill(20480, 512, 3); fill(200 << 10, 1000, 4);
+    fill(1 << 20, 64 << 10, 5); fill((1 << 20) + (128 << 10), 64 << 10, 6); fill(3 << 20, 512, 7); fill((3 << 20) + 300000, 512, 7);
+    writeFileSync(t.path('src.raw'), b);
+    qemuImg('convert', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=4096', t.path('src.raw'), t.path('src.qcow2'));
+    for (const src of ['src.raw', 'src.qcow2']) {
+      for (const fmt of ['raw', 'qcow2']) {
+        for (const s of ['0', '512', '4k', '8k', '64k', '128k', '1M']) {
+          const r = tsvmImg(t.dir, 'convert', '-S', s, '-O', fmt, src, 'ours.img');
+          assert.equal(r.status, 0, r.stderr);
+          qemuImg('convert', '-S', s, '-O', fmt, t.path(src), t.path('theirs.img'));
+          assert.equal(mapShape(t.dir, fmt, 'ours.img'), mapShape(t.dir, fmt, 'theirs.img'), `${src} -O ${fmt} -S ${s}`);
+          assert.equal(qemuIn(t.dir, 'compare', 'ours.img', 'theirs.img').status, 0);
+          if (fmt === 'qcow2') assert.equal(qemuImgStatus('check', t.path('ours.img')).status, 0);
+        }
+      }
+    }
+    for (const s of ['1000', '32M', '4k1']) {
+      const ours = tsvmImg(t.dir, 'convert', '-S', s, '-O', 'raw', 'src.raw', 'x.img');
+      const theirs = spawnSync('qemu-img', ['convert', '-S', s, '-O', 'raw', 'src.raw', 'x.img'], { cwd: t.dir, encoding: 'utf8' });
+      assert.equal(ours.status, 1);
+      assert.equal(ours.stderr.replace(/tsvm-img/g, 'qemu-img'), theirs.stderr.split('\n').slice(0, 2).join('\n').replace(/\n?$/, '\n'), s);
+    }
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('tsvm-img amend -o: compat down/upgrades byte-identical to qemu-img; other options as qemu-img', { skip }, () => {
+  const t = tmpDir();
+  try {
+    for (const backing of [false, true]) {
+      for (const who of ['q', 't']) {
+        if (backing) {
+          qemuImg('create', '-f', 'qcow2', t.path(`${who}-base.qcow2`), '4M');
+          qemuIo(t.path(`${who}-base.qcow2`), ['write -P 5 0 4M']);
+          qemuImg('create', '-f', 'qcow2', '-b', `${who}-base.qcow2`, '-F', 'qcow2', t.path(`${who}.qcow2`));
+        } else {
+          qemuImg('create', '-f', 'qcow2', t.path(`${who}.qcow2`), '4M');
+        }
+        qemuIo(t.path(`${who}.qcow2`), ['write -P 7 0 1M', 'write -z 2M 64k', 'write -z 3M 128k']);
+      }
+      for (const compat of ['0.10', '1.1']) {
+        const r = tsvmImg(t.dir, 'amend', '-o', `compat=${compat}`, 't.qcow2');
+        assert.equal(r.status, 0, r.stderr);
+        qemuImg('amend', '-o', `compat=${compat}`, t.path('q.qcow2'));
+        const ours = Buffer.from(readFileSync(t.path('t.qcow2')).toString('latin1').replace('t-base.qcow2', 'q-base.qcow2'), 'latin1');
+        assert.ok(ours.equals(readFileSync(t.path('q.qcow2'))), `backing ${backing}, compat=${compat}: same bytes (but the backing file name)`);
+        assert.equal(qemuImgStatus('check', t.path('t.qcow2')).status, 0);
+      }
+    }
+    qemuImg('create', '-f', 'qcow2', '-o', 'extended_l2=on', t.path('e.qcow2'), '4M');
+    qemuImg('create', '-f', 'qcow2', '-o', 'refcount_bits=8', t.path('r8.qcow2'), '4M');
+    for (const args of [['-o', 'cluster_size=4096', 't.qcow2'], ['-o', 'foo=bar', 't.qcow2'], ['-o', 'compat=0.9', 't.qcow2'],
+      ['-o', 'backing_fmt=raw', 't.qcow2'], ['-o', 'refcount_bits=3', 't.qcow2'], ['-o', 'compat=0.10,lazy_refcounts=on', 't.qcow2'],
+      ['-o', 'compat=0.10,refcount_bits=8', 't.qcow2'], ['-o', 'compat=0.10', 'e.qcow2'], ['-o', 'compat=0.10', 'r8.qcow2'],
+      ['-o', 'data_file=x', 't.qcow2'], ['-o', 'lazy_refcounts=maybe', 't.qcow2']]) {
+      const ours = tsvmImg(t.dir, 'amend', ...args), theirs = spawnSync('qemu-img', ['amend', ...args], { cwd: t.dir, encoding: 'utf8' });
+      assert.equal(ours.status, theirs.status, args.join(' '));
+      assert.equal(ours.stderr.replace('tsvm-img', 'qemu-img'), theirs.stderr.split('\n')[0] + '\n', args.join(' '));
+    }
+    // size= resizes, shrinking included (no --shrink needed with amend).
+    assert.equal(tsvmImg(t.dir, 'amend', '-o', 'size=1M', 'q.qcow2').status, 0);
+    assert.equal(JSON.parse(qemuImg('info', '--output=json', t.path('q.qcow2')))['virtual-size'], 1 << 20);
+    assert.equal(qemuImgStatus('check', t.path('q.qcow2')).status, 0);
+  } finally {
+    t.cleanup();
+  }
+});
