@@ -104,8 +104,9 @@ test('-boot menu=on: SeaBIOS offers its boot menu on the screen', async (t) => {
   try {
     await waitForScreen(vm, /Press ESC for boot menu/, 30_000);
     vm.sendKeys([0x01, 0x81]); // Esc
-    const menu = await waitForScreen(vm, /Select boot device:/, 20_000);
-    assert.match(menu, /DVD\/CD \[ata1-0: QEMU DVD-ROM ATAPI-4 DVD\/CD\]/);
+    // The menu is printed a character at a time: wait for its whole entry line.
+    const menu = await waitForScreen(vm, /DVD\/CD \[ata1-0: QEMU DVD-ROM ATAPI-4 DVD\/CD\]/, 20_000);
+    assert.match(menu, /Select boot device:/);
   } finally {
     await vm.quit();
   }
