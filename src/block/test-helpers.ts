@@ -50,3 +50,14 @@ export function pattern(len: number, seed: number): Uint8Array {
 export function fill(len: number, v: number): Uint8Array {
   return new Uint8Array(len).fill(v);
 }
+
+/** xorshift PRNG: `rng(seed)(n)` is a number in [0, n). */
+export function rng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    return x % n;
+  };
+}

@@ -3,19 +3,9 @@ import assert from 'node:assert/strict';
 import { createImage, openImage } from '../block-driver.js';
 import type { Qcow2CreateOptions } from './create.js';
 import { Qcow2Image } from './qcow2.js';
-import { hasQemuImg, pattern, qemuImgStatus, tmpDir } from '../test-helpers.js';
+import { hasQemuImg, pattern, qemuImgStatus, tmpDir, rng } from '../test-helpers.js';
 
 const skip = !hasQemuImg ? 'qemu-img not installed' : false;
-
-function rng(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x % n;
-  };
-}
 
 const configs: { name: string; opts: Qcow2CreateOptions; size: number; syncMetadata?: boolean; cacheEntries?: number }[] = [
   { name: '64k', opts: {}, size: 8 << 20 },

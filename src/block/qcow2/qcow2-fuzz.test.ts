@@ -4,20 +4,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createImage, openImage } from '../block-driver.js';
 import type { Qcow2CreateOptions } from './create.js';
 import { Qcow2Image } from './qcow2.js';
-import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, tmpDir } from '../test-helpers.js';
+import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, tmpDir, rng } from '../test-helpers.js';
 
 const skip = !hasQemuImg || !hasQemuIo ? 'qemu-img/qemu-io not installed' : false;
-
-/** xorshift PRNG */
-function rng(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 1;
-  return (n) => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x % n;
-  };
-}
 
 const configs: { name: string; opts: Qcow2CreateOptions; backing?: boolean; size: number }[] = [
   { name: '64k', opts: {}, size: 6 << 20 },

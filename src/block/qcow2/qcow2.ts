@@ -424,14 +424,19 @@ export class Qcow2Image implements BlockDriver {
     return getU64(this.rtdv, i * 8) - (this.rtdv.getUint32(i * 8 + 4) & 0x1ff);
   }
 
-  private async refBlock(off: number): Promise<Uint8Array> {
-    let b = this.rbCache.get(off);
-    if (!b) {
-      if (off % this.cs !== 0) await this.corrupt(`refcount block offset ${off} is not aligned`);
-      b = await this.file.pread(off, this.cs);
-      this.rbCache.set(off, b);
+  private refBlock(off: number): Promise<Uint8Array> {
+    return this.cachedTable(this.rbCache, off, 'refcount block');
+  }
+
+  /** A one-cluster metadata table through its cache, read from the file on a miss. */
+  private async cachedTable(cache: Lru<number, Uint8Array>, off: number, what: string): Promise<Uint8Array> {
+    let t = cache.get(off);
+    if (!t) {
+      if (off % this.cs !== 0) await this.corrupt(`${what} offset ${off} is not aligned`);
+      t = await this.file.pread(off, this.cs);
+      cache.set(off, t);
     }
-    return b;
+    return t;
   }
 
   private refAt(b: Uint8Array, i: number): number {
@@ -671,14 +676,8 @@ export class Qcow2Image implements BlockDriver {
     await this.file.pwrite(this.header.l1TableOffset + i * 8, this.l1.subarray(i * 8, i * 8 + 8));
   }
 
-  private async l2Table(off: number): Promise<Uint8Array> {
-    let t = this.l2Cache.get(off);
-    if (!t) {
-      if (off % this.cs !== 0) await this.corrupt(`L2 table offset ${off} is not aligned`);
-      t = await this.file.pread(off, this.cs);
-      this.l2Cache.set(off, t);
-    }
-    return t;
+  private l2Table(off: number): Promise<Uint8Array> {
+    return this.cachedTable(this.l2Cache, off, 'L2 table');
   }
 
   private decode(t: Uint8Array, i: number): Mapping {

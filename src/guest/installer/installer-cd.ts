@@ -1,18 +1,16 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TsvmError } from '../../base/errors.js';
 import { writeCpio, type CpioEntry } from '../cpio.js';
 import { cacheDirectory, ensureDefaultGuest, type GuestInfo, initramfsBase } from '../default-guest.js';
-import { resolveModules } from '../kernel-modules.js';
 import { readCpio } from './cpio-read.js';
 import { patchBootCode } from './grub-boot-code.js';
 
 /**
  * The installer CD: the stand-in for "an OS installer CD". It boots GRUB (El Torito, made by grub-mkrescue),
- * which boots the default guest's kernel (its Debian package is downloaded again for the modules the default
- * guest lacks) with an installer initramfs (the default guest's busybox). The installer partitions the first hard
+ * which boots the default guest's kernel with an installer initramfs (the default guest's busybox and modules). The installer partitions the first hard
  * disk (MBR, one bootable partition from 1 MiB), makes an ext2 filesystem, copies a kernel, an initramfs and
  * grub.cfg onto it, writes GRUB's boot code (boot.img into the MBR, core.img into the gap after it; both
  * prepared on the host) and powers off. The installed system boots GRUB from the disk, then the kernel, whose
@@ -20,7 +18,7 @@ import { patchBootCode } from './grub-boot-code.js';
  */
 
 /** Bumped when what goes into the CD changes in a way the hashed inputs below do not show. */
-const INSTALLER_LAYOUT_VERSION = 1;
+const INSTALLER_LAYOUT_VERSION = 2;
 const GRUB_PC_DIR = '/usr/lib/grub/i386-pc';
 
 /** Lines the installer and the installed system print on the serial port (and the VGA console). */
@@ -170,40 +168,22 @@ function isoPathFor(hash: string): string {
   return join(dirname(cacheDirectory()), `installer-${hash}.iso`);
 }
 
-/** Kernel modules both initramfs images load: the IDE disk, and ext4 (which serves ext2) with the crc32c
- * driver it asks the crypto API for (not a modinfo dependency, so the default guest lacks it). */
-export const INSTALLER_MODULES = ['ata_piix', 'sd_mod', 'ext4', 'crc32c_generic'];
-
-/** The kernel package unpacked: the kernel and the installer's modules in load order. */
+/** The default guest's kernel, and the modules of its initramfs in their load order (IDE, sd, ext4 and crc32c among them). */
 interface KernelFiles {
   kernel: Uint8Array;
+  busybox: Uint8Array;
   modules: { name: string; data: Uint8Array }[];
 }
 
-/** Downloads and unpacks the default guest's kernel package (the same ABI) for the kernel and its modules. */
-function unpackKernel(guest: GuestInfo, work: string, onProgress: (line: string) => void): KernelFiles {
-  onProgress(`downloading ${guest.kernelPackage} (i386) for its modules`);
-  const dl = join(work, 'deb');
-  mkdirSync(dl);
-  const r = spawnSync('apt-get', ['download', '-q', `${guest.kernelPackage}:i386`], { cwd: dl, encoding: 'utf8' });
-  if (r.status !== 0) throw new TsvmError(`apt-get download ${guest.kernelPackage}:i386 failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
-  const deb = readdirSync(dl).find((f) => f.endsWith('.deb'));
-  if (!deb) throw new TsvmError(`apt-get download ${guest.kernelPackage}:i386 left no .deb`);
-  const root = join(work, 'kernel-root');
-  mkdirSync(root);
-  run('dpkg-deb', ['-x', join(dl, deb), root]);
-  const version = guest.kernelVersion;
-  const modulesDir = join(root, 'lib', 'modules', version);
-  if (!existsSync(modulesDir)) throw new TsvmError(`${deb} has no modules for ${version}`);
-  const modules = resolveModules(modulesDir, INSTALLER_MODULES).map((m) => ({ name: m.name, data: readFileSync(m.path) }));
-  return { kernel: readFileSync(join(root, 'boot', `vmlinuz-${version}`)), modules };
-}
-
-/** The skeleton both initramfs images share: busybox (from the default guest's initramfs) and the modules. */
-function baseEntries(guest: GuestInfo, kernel: KernelFiles): CpioEntry[] {
-  const busybox = readCpio(readFileSync(guest.initrd)).find((x) => x.path === 'bin/busybox');
-  if (!busybox) throw new TsvmError(`the default guest's initramfs has no busybox (rebuild it: tsvm-guest build --rebuild)`);
-  return initramfsBase(busybox.data, kernel.modules);
+function defaultGuestFiles(guest: GuestInfo): KernelFiles {
+  const entries = readCpio(readFileSync(guest.initrd));
+  const file = (path: string) => {
+    const e = entries.find((x) => x.path === path);
+    if (!e) throw new TsvmError(`the default guest's initramfs has no ${path} (rebuild it: tsvm-guest build --rebuild)`);
+    return e.data;
+  };
+  const order = new TextDecoder().decode(file('etc/modules-load')).split('\n').filter((m) => m !== '');
+  return { kernel: readFileSync(guest.kernel), busybox: file('bin/busybox'), modules: order.map((name) => ({ name, data: file(`lib/modules/${name}.ko`) })) };
 }
 
 function grubVersion(): string {
@@ -212,7 +192,7 @@ function grubVersion(): string {
 
 function inputsHash(guest: GuestInfo): string {
   const h = createHash('sha256');
-  h.update(`tsvm-installer v${INSTALLER_LAYOUT_VERSION}\n${grubVersion()}\n${CORE_MODULES.join(',')}\n${CORE_PREFIX}\n${INSTALLER_MODULES.join(',')}\n${guest.kernelPackage}\n`);
+  h.update(`tsvm-installer v${INSTALLER_LAYOUT_VERSION}\n${grubVersion()}\n${CORE_MODULES.join(',')}\n${CORE_PREFIX}\n${guest.kernelPackage}\n`);
   for (const text of [CD_GRUB_CFG, DISK_GRUB_CFG, INSTALLER_INIT, INSTALLED_INIT]) h.update(text);
   for (const f of [guest.kernel, guest.initrd, join(GRUB_PC_DIR, 'boot.img'), join(GRUB_PC_DIR, 'kernel.img')]) h.update(readFileSync(f));
   return h.digest('hex').slice(0, 16);
@@ -240,9 +220,9 @@ export async function buildInstallerCd(options: BuildInstallerOptions = {}): Pro
     run('grub-mkimage', ['-O', 'i386-pc', '-d', GRUB_PC_DIR, '-o', coreFile, '-p', CORE_PREFIX, ...CORE_MODULES]);
     const boot = patchBootCode(readFileSync(join(GRUB_PC_DIR, 'boot.img')), readFileSync(coreFile));
 
-    const kernel = unpackKernel(guest, work, onProgress);
+    const kernel = defaultGuestFiles(guest);
     onProgress('writing the installed system initramfs');
-    const base = baseEntries(guest, kernel);
+    const base = initramfsBase(kernel.busybox, kernel.modules);
     const installed = writeCpio([...base, { kind: 'file', path: 'init', data: enc.encode(INSTALLED_INIT), mode: 0o755 }]);
     const release = releaseText(hash, guest);
 
