@@ -8,9 +8,8 @@ import { TsvmError } from '../base/errors.js';
 import { BlockFile } from './file.js';
 import { type ImageLock, lockImage } from './lock.js';
 import { RawImage } from './raw.js';
-import { Qcow2Image } from './qcow2/qcow2.js';
-import { createQcow2, type Qcow2CreateOptions } from './qcow2/create.js';
-import { QcowImage, createQcow } from './qcow/qcow.js';
+import type { Qcow2CreateOptions } from './qcow2/create.js';
+// The qcow2 and qcow drivers are loaded when an image needs them (a command-line tool starts faster).
 
 export type ImageFormat = 'raw' | 'qcow2' | 'qcow';
 
@@ -33,6 +32,16 @@ export interface BlockDriver {
   /** Like read, into a caller's buffer (its length is the request length); saves an allocation. */
   readInto?(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Bulk-copy fast paths (convert): when the request can be done at once (plain data in this image's file,
+   * metadata at hand, no other request it would have to wait for), do it synchronously and return true;
+   * otherwise do nothing and return false, and the caller uses readInto/read/write. They block the event
+   * loop for the duration of the file I/O, which a copy loop with nothing else to do does not mind.
+   */
+  readSync?(offset: number, buf: Uint8Array): boolean;
+  writeSync?(offset: number, data: Uint8Array): boolean;
+  /** blockStatus at once, or undefined (then use blockStatus); it may describe a shorter stretch. */
+  blockStatusSync?(offset: number, length: number): BlockStatus | undefined;
   writeZeroes(offset: number, length: number): Promise<void>;
   discard(offset: number, length: number): Promise<void>;
   flush(): Promise<void>;
@@ -145,13 +154,16 @@ async function openChain(path: string, options: OpenImageOptions, seen: string[]
     case 'raw':
       return RawImage.open(path, readOnly, options.unsafe ?? false);
     case 'qcow2': {
+      const { Qcow2Image } = await import('./qcow2/qcow2.js');
       const o: Parameters<typeof Qcow2Image.open>[1] = { readOnly, openBacking };
       if (options.syncMetadata !== undefined) o.syncMetadata = options.syncMetadata;
       if (options.unsafe !== undefined) o.unsafe = options.unsafe;
       return Qcow2Image.open(path, o);
     }
-    case 'qcow':
+    case 'qcow': {
+      const { QcowImage } = await import('./qcow/qcow.js');
       return QcowImage.open(path, options.unsafe === undefined ? { readOnly, openBacking } : { readOnly, openBacking, unsafe: options.unsafe });
+    }
     default:
       throw new TsvmError(`unknown image format '${String(format)}'`);
   }
@@ -180,9 +192,12 @@ export async function createImage(
   switch (format) {
     case 'raw':
       return RawImage.create(path, sz);
-    case 'qcow2':
+    case 'qcow2': {
+      const { createQcow2 } = await import('./qcow2/create.js');
       return createQcow2(path, sz, options);
+    }
     case 'qcow': {
+      const { createQcow } = await import('./qcow/qcow.js');
       const o: Parameters<typeof createQcow>[2] = {};
       if (options.backingFile !== undefined) o.backingFile = options.backingFile;
       if (options.clusterSize !== undefined) o.clusterSize = options.clusterSize;

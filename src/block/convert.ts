@@ -1,8 +1,8 @@
 /** Copying a disk's contents into a new image (like `qemu-img convert`, flattening backing chains). */
 import { TsvmError } from '../base/errors.js';
-import { type BlockDriver, type CreateImageOptions, type ImageFormat, createImage, openImage } from './block-driver.js';
-import { Qcow2Image } from './qcow2/qcow2.js';
-import { isZero } from './util.js';
+import { type BlockDriver, type BlockStatus, type CreateImageOptions, type ImageFormat, createImage, openImage } from './block-driver.js';
+import type { Qcow2Image } from './qcow2/qcow2.js';
+import { isZero, zeroRuns } from './util.js';
 
 export interface ConvertOptions extends CreateImageOptions {
   /** qcow2 only: write compressed clusters. */
@@ -18,6 +18,10 @@ export interface ConvertOptions extends CreateImageOptions {
 /** Bytes per request, and requests in flight (as qemu-img: 2 MiB buffers, several at once). */
 const CHUNK = 2 << 20;
 const PARALLEL = 8;
+/** Synchronous copies go through a buffer of this size (or a destination cluster, if larger). */
+const SYNC_PIECE = 512 << 10;
+/** Synchronous copying lets the event loop run after this many bytes. */
+const YIELD_EVERY = 64 << 20;
 
 /** Writes everything `src` reads as into a newly created image at `dstPath`; zero ranges stay sparse. */
 export async function convertImage(src: BlockDriver, dstPath: string, format: ImageFormat, opts: ConvertOptions = {}): Promise<void> {
@@ -53,11 +57,12 @@ export interface CopyOptions {
 /**
  * Copies `src` into `dst` (at least as big): PARALLEL requests of CHUNK bytes in flight; ranges the
  * source reports as zero are not read, and zero blocks (destination clusters, 4 KiB for other formats)
- * are not written.
+ * are not written. Plain data goes through the drivers' synchronous fast paths (readSync/writeSync)
+ * where they can take it: one pread and one pwrite per stretch, no thread-pool round trips.
  */
 export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOptions = {}): Promise<void> {
   const total = src.virtualSize;
-  const qcow2 = dst instanceof Qcow2Image ? dst : undefined;
+  const qcow2 = dst.format === 'qcow2' ? dst as Qcow2Image : undefined;
   const unit = qcow2 ? qcow2.clusterSize : 4096;
   const chunk = Math.max(CHUNK, unit);
   const compress = opts.compress === true && qcow2 !== undefined;
@@ -111,56 +116,133 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     for (const r of rs) if (r.status === 'rejected') throw r.reason;
   };
 
-  const copyChunk = async (off: number, n: number, buf: Uint8Array): Promise<void> => {
-    if (minSparse !== undefined) return copySparseChunk(off, n, buf, minSparse);
+  /** Runs of whole zero units (destination clusters, aligned on the disk) in `data` (at disk offset `at`). */
+  const eachRun = (data: Uint8Array, at: number, fn: (p: number, q: number, zero: boolean) => boolean): boolean =>
+    zeroRuns(data, at, unit, fn);
+
+  /**
+   * The units of [off, end) with data in them, as [start, end) pairs (zero stretches are not read; a
+   * unit with any data is judged, and written, as a whole, zeroes included, as qemu-img does), from
+   * the statuses `st` gives. When it gives none, or with `stopAtZero` a zero stretch, the pairs end at
+   * the unit boundary returned as `stop`.
+   */
+  const dataUnits = (off: number, end: number, st: (pos: number) => BlockStatus | undefined, stopAtZero: boolean): { ranges: number[]; stop: number } => {
+    const ranges: number[] = [];
     let pos = off;
-    while (pos < off + n) {
-      const st = await src.blockStatus(pos, off + n - pos);
-      if (!st.zero) break;
+    for (; pos < end;) {
+      const s = st(pos);
+      if (s === undefined || (s.zero && stopAtZero)) break;
+      if (!s.zero) {
+        const a = Math.max(off, Math.floor(pos / unit) * unit), b = Math.min(end, Math.ceil((pos + s.length) / unit) * unit);
+        if (ranges.length > 0 && ranges[ranges.length - 1]! >= a) ranges[ranges.length - 1] = b;
+        else ranges.push(a, b);
+      }
+      pos += s.length;
+    }
+    const stop = pos >= end ? end : Math.max(off, Math.floor(pos / unit) * unit);
+    for (let i = ranges.length - 2; i >= 0 && ranges[i + 1]! > stop; i -= 2) {
+      if (ranges[i]! >= stop) ranges.length = i;
+      else ranges[i + 1] = stop;
+    }
+    return { ranges, stop };
+  };
+
+  /**
+   * The synchronous copy (readSync/writeSync/blockStatusSync): one buffer (small: fresh memory costs
+   * page faults) and no awaits. Copies [off, end) as far as the drivers allow and returns where it
+   * stopped (a unit boundary): `end`, or where a request needs the asynchronous path.
+   */
+  const scratch = new Uint8Array(Math.min(Math.max(SYNC_PIECE, unit), chunk));
+  const copySync = (off: number, end: number): number => {
+    // Zero stretches over a backing file need writeZeroes: the asynchronous path.
+    const { ranges, stop } = dataUnits(off, end, (pos) => src.blockStatusSync!(pos, end - pos), opts.zeroOverBacking === true);
+    for (let i = 0; i < ranges.length; i += 2) {
+      for (let a = ranges[i]!, b = a; a < ranges[i + 1]!; a = b) {
+        b = Math.min(ranges[i + 1]!, (Math.floor(a / scratch.length) + 1) * scratch.length);
+        const data = scratch.subarray(0, b - a);
+        if (!src.readSync!(a, data)) return a;
+        let failed = -1;
+        eachRun(data, a, (p, q, zero) => {
+          if (zero ? opts.zeroOverBacking : !dst.writeSync!(a + p, data.subarray(p, q))) failed = a + p;
+          return failed < 0;
+        });
+        if (failed >= 0) return failed;
+      }
+    }
+    return stop;
+  };
+  const canSync = !compress && minSparse === undefined && src.blockStatusSync !== undefined && src.readSync !== undefined &&
+    dst.writeSync !== undefined;
+
+  /** The asynchronous copy of [off, off + n), in a worker's buffer. */
+  const copyChunk = async (off: number, n: number, worker: { buf?: Uint8Array }): Promise<void> => {
+    const buf = (worker.buf ??= new Uint8Array(chunk)).subarray(0, n);
+    if (minSparse !== undefined) return copySparseChunk(off, n, buf, minSparse);
+    const end = off + n;
+    const writes: Promise<void>[] = [];
+    const statuses: BlockStatus[] = [];
+    for (let pos = off; pos < end;) {
+      const st = await src.blockStatus(pos, end - pos);
+      statuses.push(st);
       pos += st.length;
     }
-    const writes: Promise<void>[] = [];
-    if (pos === off + n) {
-      if (opts.zeroOverBacking) writes.push(dst.writeZeroes(off, n));
-    } else {
-      let data: Uint8Array;
-      if (src.readInto) {
-        data = buf.subarray(0, n);
-        await src.readInto(off, data);
-      } else {
-        data = await src.read(off, n);
-      }
-      let p = 0;
-      while (p < n) {
-        const unitEnd = (q: number) => Math.min(n, (Math.floor((off + q) / unit) + 1) * unit - off);
-        let q = unitEnd(p);
-        const zero = isZero(data.subarray(p, q));
-        while (q < n) {
-          const e = unitEnd(q);
-          if (isZero(data.subarray(q, e)) !== zero) break;
-          q = e;
-        }
-        if (!zero) {
-          const part = data.subarray(p, q);
-          writes.push(compress ? writeCompressedRange(qcow2!, off + p, part) : dst.write(off + p, part));
-        } else if (opts.zeroOverBacking) {
-          writes.push(dst.writeZeroes(off + p, q - p));
-        }
-        p = q;
-      }
+    let k = 0;
+    const { ranges } = dataUnits(off, end, () => statuses[k++], false);
+    for (let i = 0, pos = off; i <= ranges.length; i += 2) {
+      const a = i < ranges.length ? ranges[i]! : end, b = i < ranges.length ? ranges[i + 1]! : end;
+      if (a > pos && opts.zeroOverBacking) writes.push(dst.writeZeroes(pos, a - pos));
+      pos = b;
+      if (a === b) continue;
+      const data = buf.subarray(a - off, b - off);
+      await read(a, data);
+      eachRun(data, a, (p, q, zero) => {
+        if (!zero) writes.push(compress ? writeCompressedRange(qcow2!, a + p, data.subarray(p, q)) : dst.write(a + p, data.subarray(p, q)));
+        else if (opts.zeroOverBacking) writes.push(dst.writeZeroes(a + p, q - p));
+        return true;
+      });
     }
     const rs = await Promise.allSettled(writes);
     for (const r of rs) if (r.status === 'rejected') throw r.reason;
   };
 
+  let sinceYield = 0;
+  let slowPiece: Promise<void> | undefined;
+  const slowState: { buf?: Uint8Array } = {};
   const worker = async (): Promise<void> => {
-    const buf = new Uint8Array(chunk);
+    const state: { buf?: Uint8Array } = {};
     while (next < total && failure === undefined) {
       const off = next;
       const n = Math.min(chunk - (off % chunk), total - off);
       next = off + n;
       try {
-        await copyChunk(off, n, buf);
+        const end = off + n;
+        if (!canSync) {
+          await copyChunk(off, n, state);
+        } else {
+          // Synchronously but for the pieces the drivers cannot do so (say, the first write into a
+          // new L2 table): those take the asynchronous path, one at a time (the others would most
+          // likely have to wait for the same thing), in one buffer.
+          for (let pos = off; pos < end;) {
+            while (slowPiece !== undefined) await slowPiece;
+            pos = copySync(pos, end);
+            if (pos >= end) break;
+            const stop = Math.min(end, (Math.floor(pos / scratch.length) + 1) * scratch.length);
+            let release!: () => void;
+            slowPiece = new Promise((r) => { release = r; });
+            try {
+              await copyChunk(pos, stop - pos, slowState);
+            } finally {
+              slowPiece = undefined;
+              release();
+            }
+            pos = stop;
+          }
+          if ((sinceYield += n) >= YIELD_EVERY) {
+            // Synchronous copying does not give the event loop a turn (progress output, signals).
+            sinceYield = 0;
+            await new Promise((r) => setImmediate(r));
+          }
+        }
       } catch (e) {
         failure ??= { e };
         return;

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { TsvmError } from '../base/errors.js';
+import { type Flock, loadLibc } from './libc.js';
 
 /**
  * Image locking that QEMU understands. QEMU (block/file-posix.c) takes open-file-description byte locks on
@@ -16,23 +16,11 @@ const PERM_NAMES = ['consistent read', 'write', 'write unchanged', 'resize'];
 const F_OFD_GETLK = 36, F_OFD_SETLK = 37;
 const F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
 
-interface Flock { l_type: number; l_whence: number; l_start: number; l_len: number; l_pid: number }
 type Fcntl = (fd: number, cmd: number, lock: Flock) => number;
-
-let fcntl: Fcntl | null | undefined;
 
 /** libc's fcntl through koffi; null where it cannot be loaded (then images are not locked). */
 function loadFcntl(): Fcntl | null {
-  if (fcntl !== undefined) return fcntl;
-  try {
-    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
-    const libc = koffi.load('libc.so.6');
-    koffi.struct('tsvm_flock', { l_type: 'short', l_whence: 'short', l_start: 'int64', l_len: 'int64', l_pid: 'int' });
-    fcntl = libc.func('int fcntl(int fd, int cmd, _Inout_ tsvm_flock *lock)') as Fcntl;
-  } catch {
-    fcntl = null;
-  }
-  return fcntl;
+  return loadLibc()?.fcntl ?? null;
 }
 
 /** A held image lock; release() when the image is closed. */

@@ -2,10 +2,17 @@ import type { BlockDriver, BlockStatus } from './block-driver.js';
 import { BlockFile } from './file.js';
 import { TsvmError } from '../base/errors.js';
 import { checkRange } from './util.js';
+import { ENXIO, SEEK_DATA, SEEK_HOLE, loadLibc } from './libc.js';
 
 /** A raw disk image: the file's bytes are the disk's bytes. */
 export class RawImage implements BlockDriver {
   readonly format = 'raw' as const;
+
+  /**
+   * The data extent blockStatus found last (as QEMU's block-status cache, only data is remembered: a hole
+   * may fill while the file is open, but data does not turn into a hole under us).
+   */
+  private dataExtent: { data: number; end: number } | undefined;
 
   private constructor(private readonly file: BlockFile, private size: number) {}
 
@@ -26,6 +33,8 @@ export class RawImage implements BlockDriver {
     const file = await BlockFile.create(path);
     try {
       await file.truncate(size);
+      // As QEMU (file-posix's allocate_first_block): the first block is allocated, written with zeroes.
+      if (size > 0) await file.pwrite(0, new Uint8Array(Math.min(size, 4096)));
     } finally {
       await file.close();
     }
@@ -41,10 +50,23 @@ export class RawImage implements BlockDriver {
     await this.file.preadInto(buf, offset);
   }
 
+  readSync(offset: number, buf: Uint8Array): boolean {
+    checkRange(this, offset, buf.length);
+    this.file.preadSync(buf, offset);
+    return true;
+  }
+
   async write(offset: number, data: Uint8Array): Promise<void> {
     checkRange(this, offset, data.length);
     this.writable();
     await this.file.pwrite(offset, data);
+  }
+
+  writeSync(offset: number, data: Uint8Array): boolean {
+    checkRange(this, offset, data.length);
+    this.writable();
+    this.file.pwriteSync(offset, data);
+    return true;
   }
 
   async writeZeroes(offset: number, length: number): Promise<void> {
@@ -67,14 +89,46 @@ export class RawImage implements BlockDriver {
     return this.file.sync();
   }
 
+  /**
+   * Holes in the file (lseek SEEK_DATA/SEEK_HOLE, as QEMU's file driver) read as zero; without lseek (no
+   * koffi, or a file system that refuses) every byte counts as data.
+   */
   async blockStatus(offset: number, length: number): Promise<BlockStatus> {
+    return this.blockStatusSync(offset, length);
+  }
+
+  blockStatusSync(offset: number, length: number): BlockStatus {
     checkRange(this, offset, length);
-    return { length, allocated: true, zero: false, offset };
+    const e = length === 0 ? undefined : this.findExtent(offset);
+    if (e === undefined) return { length, allocated: true, zero: false, offset };
+    const zero = offset < e.data;
+    const end = zero ? e.data : e.end;
+    return { length: Math.max(1, Math.min(length, end - offset)), allocated: true, zero, offset };
+  }
+
+  /** [from, data) is a hole and [data, end) data, for some from <= offset < end; undefined when holes cannot be found. */
+  private findExtent(offset: number): { data: number; end: number } | undefined {
+    const c = this.dataExtent;
+    if (c !== undefined && offset >= c.data && offset < c.end) return c;
+    const libc = loadLibc();
+    if (libc === null || offset >= this.size) return undefined;
+    const fd = this.file.fd, size = this.size;
+    const data = libc.lseek(fd, offset, SEEK_DATA);
+    if (data < 0) {
+      // ENXIO: no data from here to the end of the file.
+      return libc.errno() === ENXIO ? { data: size, end: size } : undefined;
+    }
+    if (data >= size) return { data: size, end: size };
+    let end = libc.lseek(fd, data, SEEK_HOLE);
+    if (end < 0) return undefined;
+    end = Math.min(Math.max(end, data + 1), size);
+    return (this.dataExtent = { data, end });
   }
 
   /** Grows or shrinks the image file. */
   async resize(size: number): Promise<void> {
     this.writable();
+    this.dataExtent = undefined;
     await this.file.truncate(size);
     this.size = size;
   }

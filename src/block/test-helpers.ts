@@ -1,6 +1,6 @@
 /** Shared helpers for the block layer tests (qemu-img / qemu-io interop). */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -60,4 +60,45 @@ export function rng(seed: number): (n: number) => number {
     x ^= x << 5; x >>>= 0;
     return x % n;
   };
+}
+
+/** A sparse file: data extents (one with zero blocks inside) between holes; returns its bytes. */
+export function writeSparse(path: string): Uint8Array {
+  const size = 6 << 20;
+  const bytes = new Uint8Array(size);
+  const put = (off: number, data: Uint8Array) => {
+    bytes.set(data, off);
+    const fd = openSync(path, 'r+');
+    try {
+      writeSync(fd, data, 0, data.length, off);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  closeSync(openSync(path, 'w'));
+  truncateSync(path, size);
+  put(4096, pattern(8192, 1));
+  put(1 << 20, fill(64 << 10, 0)); // written zeroes: data to lseek, zeroes to convert's zero detection
+  put((1 << 20) + (64 << 10), pattern(100 << 10, 2));
+  put(3 << 20, pattern(4096, 3));
+  put((3 << 20) + (192 << 10), pattern(70000, 4)); // not a whole number of file blocks
+  put(size - 512, pattern(512, 5));
+  return bytes;
+}
+
+/**
+ * What qemu-img map --output=json says of an image, without host offsets and with neighbours of the same
+ * kind merged: the allocation, comparable between two images with the same contents.
+ */
+export function qemuMapShape(path: string, format: string): string {
+  const entries = JSON.parse(qemuImg('map', '--output=json', '-f', format, path)) as Record<string, unknown>[];
+  const out: Record<string, unknown>[] = [];
+  for (const e of entries) {
+    delete e.offset;
+    const last = out[out.length - 1];
+    const key = (x: Record<string, unknown>) => JSON.stringify({ ...x, start: 0, length: 0 });
+    if (last && key(last) === key(e) && (last.start as number) + (last.length as number) === e.start) (last.length as number) += e.length as number;
+    else out.push(e);
+  }
+  return JSON.stringify(out);
 }

@@ -1,16 +1,20 @@
 #!/usr/bin/env node
+import { setFlagsFromString } from 'node:v8';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { TsvmError } from '../base/errors.js';
-import { TSVM_VERSION } from '../api/version.js';
 import { runMain } from './main-guard.js';
-import { checkCommand, repairMode } from './img/check.js';
-import { amendCommand, commitCommand, convertCommand, createCommand, rebaseCommand, resizeCommand, snapshotCommand } from './img/edit.js';
-import { infoCommand } from './img/info.js';
-import { setForceShare } from './img/open.js';
 import { parseSize } from './img/units.js';
-import { compareCommand, mapCommand, measureCommand } from './img/inspect.js';
 
-/** Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow). */
+/**
+ * Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow).
+ *
+ * It is a short-lived process, so it starts lean: each command loads its own modules (and the block
+ * layer only the image formats it meets), and V8's optimizing compiler is held back for the first
+ * second. A run of a few hundred milliseconds spends more on compiling (threads, fresh memory) than
+ * the optimized code gives back; longer runs get it after that.
+ */
+setFlagsFromString('--no-opt');
+setTimeout(() => setFlagsFromString('--opt'), 1000).unref();
 
 const USAGE = `usage: tsvm-img [standard options] command [command options]
 Disk image utility compatible with qemu-img (formats: raw, qcow2, qcow)
@@ -43,15 +47,16 @@ const common: Options = {
   help: { type: 'boolean', short: 'h' },
 };
 
-function parse(command: string, args: string[], options: Options) {
+async function parse(command: string, args: string[], options: Options) {
+  let parsed;
   try {
-    const parsed = parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
-    setForceShare(parsed.values['force-share'] === true);
-    return parsed;
+    parsed = parseArgs({ args, options: { ...common, ...options }, allowPositionals: true, strict: true });
   } catch (e) {
     const m = /'(-[^']*)'/.exec((e as Error).message);
     throw new TsvmError(m ? `${command}: unrecognized option '${m[1]}'` : `${command}: ${(e as Error).message.split('\n')[0]}`);
   }
+  (await import('./img/open.js')).setForceShare(parsed.values['force-share'] === true);
+  return parsed;
 }
 
 function outputJson(value: unknown): boolean {
@@ -91,16 +96,18 @@ async function main(): Promise<number> {
     return command === undefined ? 1 : 0;
   }
   if (command === '-V' || command === '--version') {
+    const { TSVM_VERSION } = await import('../api/version.js');
     process.stdout.write(`tsvm-img version ${TSVM_VERSION} (qemu-img compatible)\n`);
     return 0;
   }
   switch (command) {
     case 'create': {
-      const { values: v, positionals: p } = parse(command, args, {
+      const { values: v, positionals: p } = await parse(command, args, {
         backing: { type: 'string', short: 'b' }, 'backing-format': { type: 'string', short: 'F' },
         options: { type: 'string', short: 'o' }, unsafe: { type: 'boolean', short: 'u' },
       });
       const [file, size] = positionals(p, 1, 2, 'image file name');
+      const { createCommand } = await import('./img/edit.js');
       return createCommand(file, size, {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v.backing) !== undefined && { backing: str(v.backing) }),
         ...(str(v['backing-format']) && { backingFormat: str(v['backing-format']) }), ...(str(v.options) && { options: str(v.options) }),
@@ -108,18 +115,20 @@ async function main(): Promise<number> {
       });
     }
     case 'info': {
-      const { values: v, positionals: p } = parse(command, args, { 'backing-chain': { type: 'boolean' } });
+      const { values: v, positionals: p } = await parse(command, args, { 'backing-chain': { type: 'boolean' } });
       const [file] = positionals(p, 1, 1, 'one image file name');
+      const { infoCommand } = await import('./img/info.js');
       return infoCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output), chain: v['backing-chain'] === true });
     }
     case 'check': {
-      const { values: v, positionals: p } = parse(command, args, { repair: { type: 'string', short: 'r' } });
+      const { values: v, positionals: p } = await parse(command, args, { repair: { type: 'string', short: 'r' } });
       const [file] = positionals(p, 1, 1, 'one image file name');
+      const { checkCommand, repairMode } = await import('./img/check.js');
       const repair = repairMode(str(v.repair));
       return checkCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output), ...(repair && { repair }) });
     }
     case 'convert': {
-      const { values: v, positionals: p } = parse(command, args, {
+      const { values: v, positionals: p } = await parse(command, args, {
         'output-format': { type: 'string', short: 'O' }, compress: { type: 'boolean', short: 'c' },
         progress: { type: 'boolean', short: 'p' }, options: { type: 'string', short: 'o' },
         backing: { type: 'string', short: 'B' }, 'no-create': { type: 'boolean', short: 'n' },
@@ -130,6 +139,7 @@ async function main(): Promise<number> {
       if (!['none', 'writeback', 'writethrough', 'directsync', 'unsafe'].includes(cache)) throw new TsvmError(`Invalid cache option: ${cache}`);
       positionals(p, 2, Infinity, 'input and output file names');
       const minSparse = str(v.sparse) === undefined ? undefined : sparseSize(str(v.sparse)!);
+      const { convertCommand } = await import('./img/convert.js');
       return convertCommand(p.slice(0, -1), p[p.length - 1], {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
         compress: v.compress === true, progress: v.progress === true && v.quiet !== true,
@@ -138,29 +148,32 @@ async function main(): Promise<number> {
       });
     }
     case 'snapshot': {
-      const { values: v, positionals: p } = parse(command, args, {
+      const { values: v, positionals: p } = await parse(command, args, {
         list: { type: 'boolean', short: 'l' }, create: { type: 'string', short: 'c' },
         apply: { type: 'string', short: 'a' }, delete: { type: 'string', short: 'd' },
       });
       const [file] = positionals(p, 1, 1, 'one image file name');
       const actions = [v.list === true, v.create !== undefined, v.apply !== undefined, v.delete !== undefined].filter(Boolean).length;
       if (actions > 1) throw new TsvmError('Cannot mix \'-l\', \'-a\', \'-c\', \'-d\'');
+      const { snapshotCommand } = await import('./img/edit.js');
       return snapshotCommand(file, {
         list: actions === 0 || v.list === true, ...(str(v.create) !== undefined && { create: str(v.create) }),
         ...(str(v.apply) !== undefined && { apply: str(v.apply) }), ...(str(v.delete) !== undefined && { remove: str(v.delete) }),
       }, str(v.format));
     }
     case 'commit': {
-      const { values: v, positionals: p } = parse(command, args, { drop: { type: 'boolean', short: 'd' }, base: { type: 'string', short: 'b' }, progress: { type: 'boolean', short: 'p' } });
+      const { values: v, positionals: p } = await parse(command, args, { drop: { type: 'boolean', short: 'd' }, base: { type: 'string', short: 'b' }, progress: { type: 'boolean', short: 'p' } });
       const [file] = positionals(p, 1, 1, 'one image file name');
+      const { commitCommand } = await import('./img/edit.js');
       return commitCommand(file, { ...(str(v.format) && { format: str(v.format) }), drop: v.drop === true, ...(str(v.base) !== undefined && { base: str(v.base) }) });
     }
     case 'rebase': {
-      const { values: v, positionals: p } = parse(command, args, {
+      const { values: v, positionals: p } = await parse(command, args, {
         backing: { type: 'string', short: 'b' }, 'backing-format': { type: 'string', short: 'F' },
         unsafe: { type: 'boolean', short: 'u' }, progress: { type: 'boolean', short: 'p' },
       });
       const [file] = positionals(p, 1, 1, 'one image file name');
+      const { rebaseCommand } = await import('./img/edit.js');
       return rebaseCommand(file, {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v.backing) !== undefined && { backing: str(v.backing) }),
         ...(str(v['backing-format']) && { backingFormat: str(v['backing-format']) }), unsafe: v.unsafe === true,
@@ -169,38 +182,43 @@ async function main(): Promise<number> {
     case 'resize': {
       // A negative relative size looks like an option to the parser: take the last argument as the size.
       const sizeArg = args[args.length - 1];
-      const { values: v, positionals: p } = parse(command, args.slice(0, -1), { shrink: { type: 'boolean' }, preallocation: { type: 'string' } });
+      const { values: v, positionals: p } = await parse(command, args.slice(0, -1), { shrink: { type: 'boolean' }, preallocation: { type: 'string' } });
       const [file] = positionals(p, 1, 1, 'image file name and size');
       if (sizeArg === undefined) throw new TsvmError('Expecting image file name and size');
+      const { resizeCommand } = await import('./img/edit.js');
       return resizeCommand(file, sizeArg, { ...(str(v.format) && { format: str(v.format) }), shrink: v.shrink === true });
     }
     case 'map': {
-      const { values: v, positionals: p } = parse(command, args, {});
+      const { values: v, positionals: p } = await parse(command, args, {});
       const [file] = positionals(p, 1, 1, 'one image file name');
+      const { mapCommand } = await import('./img/inspect.js');
       return mapCommand(file, { ...(str(v.format) && { format: str(v.format) }), json: outputJson(v.output) });
     }
     case 'compare': {
-      const { values: v, positionals: p } = parse(command, args, { 'second-format': { type: 'string', short: 'F' }, strict: { type: 'boolean', short: 's' } });
+      const { values: v, positionals: p } = await parse(command, args, { 'second-format': { type: 'string', short: 'F' }, strict: { type: 'boolean', short: 's' } });
       const [a, b] = positionals(p, 2, 2, 'two image file names');
+      const { compareCommand } = await import('./img/inspect.js');
       return compareCommand(a, b, {
         ...(str(v.format) && { formatA: str(v.format), formatB: str(v.format) }),
         ...(str(v['second-format']) && { formatB: str(v['second-format']) }), strict: v.strict === true,
       });
     }
     case 'measure': {
-      const { values: v, positionals: p } = parse(command, args, {
+      const { values: v, positionals: p } = await parse(command, args, {
         'output-format': { type: 'string', short: 'O' }, options: { type: 'string', short: 'o' }, size: { type: 'string' },
       });
       const [file] = positionals(p, 0, 1, 'one image file name');
+      const { measureCommand } = await import('./img/inspect.js');
       return measureCommand(file, {
         ...(str(v.format) && { format: str(v.format) }), ...(str(v['output-format']) && { outFormat: str(v['output-format']) }),
         ...(str(v.size) && { size: str(v.size) }), ...(str(v.options) && { options: str(v.options) }), json: outputJson(v.output),
       });
     }
     case 'amend': {
-      const { values: v, positionals: p } = parse(command, args, { options: { type: 'string', short: 'o' } });
+      const { values: v, positionals: p } = await parse(command, args, { options: { type: 'string', short: 'o' } });
       const [file] = positionals(p, 1, 1, 'one image file name');
       if (str(v.options) === undefined) throw new TsvmError('Expecting option list');
+      const { amendCommand } = await import('./img/edit.js');
       return amendCommand(file, { ...(str(v.format) && { format: str(v.format) }), options: str(v.options)! });
     }
     default:

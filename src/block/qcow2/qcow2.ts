@@ -10,8 +10,7 @@
  * `syncMetadata` is set, which also turns the fast writes off), so an interrupted write can leak
  * clusters but never corrupt the image.
  */
-import { inflateRawSync } from 'node:zlib';
-import { deflateRawParallel } from './deflate-pool.js';
+import type { deflateRawParallel as DeflateRawParallel } from './deflate-pool.js';
 import { TsvmError, errorMessage } from '../../base/errors.js';
 import type { BlockDriver, BlockStatus } from '../block-driver.js';
 import { BlockFile } from '../file.js';
@@ -95,6 +94,12 @@ interface DirtyRange {
   lo: number;
   hi: number;
 }
+
+/** zlib and the deflate worker pool, loaded for the first compressed cluster (not every tool run needs them). */
+let inflateRawSync: typeof import('node:zlib').inflateRawSync | undefined;
+let deflateRawParallel: typeof DeflateRawParallel | undefined;
+
+const DONE = Promise.resolve();
 
 const UNALLOC: Mapping = { kind: 'unalloc', host: 0, copied: false, hi: 0, lo: 0, allocMask: 0, zeroMask: 0 };
 const MAX_BATCH_BYTES = 16 << 20;
@@ -766,8 +771,54 @@ export class Qcow2Image implements BlockDriver {
     if (data !== buf) buf.set(data);
   }
 
+  /** readInto done synchronously when tryFastRead could do it (see BlockDriver.readSync). */
+  readSync(offset: number, buf: Uint8Array): boolean {
+    checkRange(this, offset, buf.length);
+    if (this.closed) throw new TsvmError('image is closed');
+    if (buf.length === 0) return true;
+    const plan = this.fastReadPlan(offset, buf.length, false, buf);
+    if (plan === undefined) return false;
+    const runs = plan.runs;
+    for (let j = 0; j < runs.length; j += 3) this.file.preadSync(buf.subarray(runs[j + 1]!, runs[j + 2]!), runs[j]!);
+    return true;
+  }
+
   /** Reads without the mutex (see tryFastWrite) when only cached, plain clusters are involved. */
   private tryFastRead(offset: number, length: number, inLock: boolean, into?: Uint8Array): Promise<Uint8Array> | undefined {
+    const plan = this.fastReadPlan(offset, length, inLock, into);
+    if (plan === undefined) return undefined;
+    const { out, runs } = plan;
+    const cs = this.cs;
+    const g0 = Math.floor(offset / cs), g1 = Math.floor((offset + length - 1) / cs);
+    if (runs.length === 0) return Promise.resolve(out);
+    for (let g = g0; g <= g1; g++) this.busy.set(g, (this.busy.get(g) ?? 0) + 1);
+    this.inflight++;
+    const finish = () => {
+      for (let g = g0; g <= g1; g++) {
+        const v = this.busy.get(g)!;
+        if (v <= 1) this.busy.delete(g);
+        else this.busy.set(g, v - 1);
+      }
+      this.opDone();
+    };
+    if (runs.length === 3) {
+      return this.file.preadInto(out.subarray(runs[1]!, runs[2]!), runs[0]!).then(
+        () => { finish(); return out; }, (e: unknown) => { finish(); throw e; });
+    }
+    const ios: Promise<number>[] = [];
+    for (let j = 0; j < runs.length; j += 3) ios.push(this.file.preadInto(out.subarray(runs[j + 1]!, runs[j + 2]!), runs[j]!));
+    return Promise.allSettled(ios).then((rs) => {
+      finish();
+      for (const r of rs) if (r.status === 'rejected') throw r.reason;
+      return out;
+    });
+  }
+
+  /**
+   * The host reads of a fast read: (host offset, start, end in the buffer) triples; zero ranges are
+   * already filled in `into`. Undefined when the slow path must run.
+   */
+  private fastReadPlan(offset: number, length: number, inLock: boolean, into?: Uint8Array): { out: Uint8Array; runs: number[] } | undefined {
     if (length === 0 || this.extendedL2 || (!inLock && !this.mutex.idle)) return undefined;
     const cs = this.cs, l2e = this.l2Entries;
     const g0 = Math.floor(offset / cs), g1 = Math.floor((offset + length - 1) / cs);
@@ -833,28 +884,7 @@ export class Qcow2Image implements BlockDriver {
     } else {
       out = new Uint8Array(length);
     }
-    if (runs.length === 0) return Promise.resolve(out);
-    for (let g = g0; g <= g1; g++) this.busy.set(g, (this.busy.get(g) ?? 0) + 1);
-    this.inflight++;
-    const finish = () => {
-      for (let g = g0; g <= g1; g++) {
-        const v = this.busy.get(g)!;
-        if (v <= 1) this.busy.delete(g);
-        else this.busy.set(g, v - 1);
-      }
-      this.opDone();
-    };
-    if (runs.length === 3) {
-      return this.file.preadInto(out.subarray(runs[1]!, runs[2]!), runs[0]!).then(
-        () => { finish(); return out; }, (e: unknown) => { finish(); throw e; });
-    }
-    const ios: Promise<number>[] = [];
-    for (let j = 0; j < runs.length; j += 3) ios.push(this.file.preadInto(out.subarray(runs[j + 1]!, runs[j + 2]!), runs[j]!));
-    return Promise.allSettled(ios).then((rs) => {
-      finish();
-      for (const r of rs) if (r.status === 'rejected') throw r.reason;
-      return out;
-    });
+    return { out, runs };
   }
 
   private async readLocked(offset: number, length: number): Promise<Uint8Array> {
@@ -915,6 +945,7 @@ export class Qcow2Image implements BlockDriver {
     if (this.lastCompressed?.host === r.offset) return this.lastCompressed.data;
     if (this.header.compressionType !== 0) throw new TsvmError('qcow2 zstd compression is not supported');
     const raw = await this.file.pread(r.offset, r.length);
+    inflateRawSync ??= (await import('node:zlib')).inflateRawSync;
     let data: Uint8Array;
     try {
       data = inflateRawSync(raw, { finishFlush: 2 /* Z_SYNC_FLUSH: input may have trailing bytes */ });
@@ -931,18 +962,8 @@ export class Qcow2Image implements BlockDriver {
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockStatus> {
-    checkRange(this, offset, length);
-    if (this.mutex.idle) {
-      // Without waiting for the mutex when the L2 tables are cached.
-      let missing = false;
-      const res = this.statusOf(offset, length, (g) => {
-        const m = this.lookupCached(g);
-        if (m !== undefined) return m;
-        missing = true;
-        return UNALLOC;
-      }, () => missing);
-      if (!missing) return res;
-    }
+    const fast = this.blockStatusSync(offset, length);
+    if (fast !== undefined) return fast;
     return this.locked(async () => {
       const st = async (cur: number) => this.classify(await this.lookup(Math.floor(cur / this.cs)), cur);
       const unit = this.extendedL2 ? this.cs / 32 : this.cs;
@@ -959,6 +980,90 @@ export class Qcow2Image implements BlockDriver {
       if (first.offset !== undefined) res.offset = first.offset;
       return res;
     });
+  }
+
+  /**
+   * blockStatus without waiting for the mutex, when it is idle and the first L2 table is cached (the
+   * status may then be shorter than the one blockStatus finds, stopping at an uncached table).
+   */
+  blockStatusSync(offset: number, length: number): BlockStatus | undefined {
+    checkRange(this, offset, length);
+    if (!this.mutex.idle || length === 0) return undefined;
+    if (!this.extendedL2) return this.scanStatus(offset, length);
+    let missing = false;
+    const res = this.statusOf(offset, length, (g) => {
+      const m = this.lookupCached(g);
+      if (m !== undefined) return m;
+      missing = true;
+      return UNALLOC;
+    }, () => missing);
+    return missing ? undefined : res;
+  }
+
+  /**
+   * statusOf(classify(lookupCached)) for standard L2 entries, without the objects and per-cluster calls
+   * (bulk copies ask often, before the optimizing compiler has looked at this).
+   */
+  private scanStatus(offset: number, length: number): BlockStatus | undefined {
+    const cs = this.cs, l2e = this.l2Entries, v3 = this.header.version >= 3, end = offset + length;
+    // Unallocated clusters read as zero but where a backing file has data.
+    const unallocZeroFrom = this.backing === undefined ? 0 : this.backing.virtualSize;
+    // The first cluster's status; host -1: no offset.
+    let allocated = false, zero = false, host = -1;
+    let g = Math.floor(offset / cs), pos = offset;
+    while (pos < end) {
+      const l1i = Math.floor(g / l2e);
+      const l2off = entryOffset(this.l1dv.getUint32(l1i * 8), this.l1dv.getUint32(l1i * 8 + 4));
+      let dv: DataView | undefined;
+      if (l2off !== 0) {
+        const t = this.l2Cache.peek(l2off);
+        if (t === undefined) {
+          if (pos === offset) return undefined;
+          break;
+        }
+        dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
+      }
+      for (let i = g - l1i * l2e; i < l2e && pos < end; i++, g++) {
+        let a = false, z: boolean, h = -1;
+        if (dv === undefined) {
+          z = pos >= unallocZeroFrom;
+        } else {
+          const hi = dv.getUint32(i * 8), lo = dv.getUint32(i * 8 + 4);
+          if ((hi & OFLAG_COMPRESSED_HI) !== 0) {
+            a = true;
+            z = false;
+          } else if (v3 && (lo & OFLAG_ZERO_LO) !== 0) {
+            a = true;
+            z = true;
+          } else {
+            // entryOffset(hi, lo), inline.
+            const e = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+            if (e === 0) {
+              z = pos >= unallocZeroFrom;
+            } else {
+              a = true;
+              z = false;
+              h = e + (pos - g * cs);
+            }
+          }
+        }
+        if (pos === offset) {
+          allocated = a;
+          zero = z;
+          host = h;
+        } else if (a !== allocated || z !== zero || (host >= 0 ? h !== host + (pos - offset) : h >= 0)) {
+          return this.status(pos - offset, allocated, zero, host);
+        }
+        pos = (g + 1) * cs;
+      }
+    }
+    return this.status(Math.min(pos, end) - offset, allocated, zero, host);
+  }
+
+  private status(length: number, allocated: boolean, zero: boolean, host: number): BlockStatus {
+    const res: BlockStatus = { length, allocated, zero };
+    if (host >= 0) res.offset = host;
+    return res;
   }
 
   /** blockStatus from mappings that are at hand; stops early when `stop` says a lookup failed. */
@@ -1016,6 +1121,13 @@ export class Qcow2Image implements BlockDriver {
       this.fastOrLocked(() => this.tryFastWrite(offset, data, true), () => this.writeLocked(offset, data));
   }
 
+  /** write() done synchronously when the fast path can do it (see BlockDriver.writeSync). */
+  writeSync(offset: number, data: Uint8Array): boolean {
+    checkRange(this, offset, data.length);
+    this.writable();
+    return data.length === 0 || this.tryFastWrite(offset, data, false, true) !== undefined;
+  }
+
   /**
    * The common write without the mutex: no other request waits for it, the L2 table is cached and
    * writable, the clusters are ones this image owns (written in place) or unallocated/zero ones to be
@@ -1023,7 +1135,7 @@ export class Qcow2Image implements BlockDriver {
    * updated in memory at once (so concurrent requests see the new mapping, and wait through `busy`
    * for the data) and written back later by writeDirty. Returns undefined when the slow path must run.
    */
-  private tryFastWrite(offset: number, data: Uint8Array, inLock: boolean): Promise<void> | undefined {
+  private tryFastWrite(offset: number, data: Uint8Array, inLock: boolean, sync = false): Promise<void> | undefined {
     const len = data.length;
     if (len === 0 || this.syncMetadata || this.extendedL2 || this.ro || (!inLock && !this.mutex.idle)) return undefined;
     const cs = this.cs, l2e = this.l2Entries;
@@ -1059,15 +1171,15 @@ export class Qcow2Image implements BlockDriver {
       hosts = this.allocSync(fresh);
       if (hosts === undefined) return undefined;
     }
-    // From here on nothing fails synchronously.
-    const ios: Promise<void>[] = [];
+    // From here on nothing fails synchronously (but sync file writes, after the loop).
+    const puts: [number, Uint8Array][] = [];
     const revert: number[] = [];
     let runHost = -1, runStart = 0, runEnd = 0;
     const flushRun = () => {
-      if (runHost >= 0) ios.push(this.file.pwrite(runHost, data.subarray(runStart, runEnd)));
+      if (runHost >= 0) puts.push([runHost, data.subarray(runStart, runEnd)]);
       runHost = -1;
     };
-    let k = 0;
+    let k = 0, dirtyLo = -1, dirtyHi = 0;
     for (let g = g0; g <= g1; g++) {
       const p = (g % l2e) * 8;
       const hi = dv.getUint32(p), lo = dv.getUint32(p + 4);
@@ -1079,14 +1191,15 @@ export class Qcow2Image implements BlockDriver {
         const h = hosts![k++]! * cs;
         revert.push(p, hi, lo);
         setEntry(dv, p, h, true);
-        this.markDirty(this.dirtyL2, l2off, t, p, p + 8);
+        if (dirtyLo < 0) dirtyLo = p;
+        dirtyHi = p + 8;
         if (b - a < cs) {
           if (h < this.file.highWater) {
             // A reused cluster: write all of it.
             flushRun();
             const buf = new Uint8Array(cs);
             buf.set(data.subarray(ds, de), inOff);
-            ios.push(this.file.pwrite(h, buf));
+            puts.push([h, buf]);
             continue;
           }
           // Never written: the rest of the cluster already reads as zeroes.
@@ -1106,6 +1219,25 @@ export class Qcow2Image implements BlockDriver {
       }
     }
     flushRun();
+    if (dirtyLo >= 0) this.markDirty(this.dirtyL2, l2off, t, dirtyLo, dirtyHi);
+    const undo = () => {
+      // The new clusters leak; the mapping goes back to what it was.
+      for (let j = 0; j < revert.length; j += 3) {
+        dv.setUint32(revert[j]!, revert[j + 1]!);
+        dv.setUint32(revert[j]! + 4, revert[j + 2]!);
+      }
+    };
+    if (sync) {
+      // Nothing else runs meanwhile: no need to mark the clusters busy.
+      try {
+        for (const [h, b] of puts) this.file.pwriteSync(h, b);
+      } catch (e) {
+        undo();
+        throw e;
+      }
+      return DONE;
+    }
+    const ios = puts.map(([h, b]) => this.file.pwrite(h, b));
     for (let g = g0; g <= g1; g++) this.busy.set(g, -1);
     this.inflight++;
     const finish = () => {
@@ -1113,11 +1245,7 @@ export class Qcow2Image implements BlockDriver {
       this.opDone();
     };
     const fail = (e: unknown) => {
-      // The new clusters leak; the mapping goes back to what it was.
-      for (let j = 0; j < revert.length; j += 3) {
-        dv.setUint32(revert[j]!, revert[j + 1]!);
-        dv.setUint32(revert[j]! + 4, revert[j + 2]!);
-      }
+      undo();
       finish();
       throw e;
     };
@@ -1145,12 +1273,22 @@ export class Qcow2Image implements BlockDriver {
       if (b === undefined || (!this.dirtyRb.has(off) && this.dirtyRb.size >= this.maxDirty)) return undefined;
       for (let i = idx - r * E; i < E && out.length < k; i++, idx++) if (this.refAt(b, i) === 0) out.push(idx);
     }
+    // One cache lookup and one dirty range per refcount block (the clusters are in increasing order).
     const bits = this.refBits;
-    for (const c of out) {
-      const r = Math.floor(c / E), off = this.rtEntry(r), b = this.rbCache.get(off)!, i = c - r * E;
-      this.setRefAt(b, i, 1);
-      this.markDirty(this.dirtyRb, off, b, Math.floor((i * bits) / 8), Math.ceil(((i + 1) * bits) / 8));
+    let r0 = -1, off = 0, lo = 0, hi = 0, b: Uint8Array | undefined;
+    for (let j = 0; j < out.length; j++) {
+      const c = out[j]!, r = Math.floor(c / E), i = c - r * E;
+      if (r !== r0) {
+        if (b !== undefined) this.markDirty(this.dirtyRb, off, b, lo, hi);
+        r0 = r;
+        off = this.rtEntry(r);
+        b = this.rbCache.get(off)!;
+        lo = Math.floor((i * bits) / 8);
+      }
+      this.setRefAt(b!, i, 1);
+      hi = Math.ceil(((i + 1) * bits) / 8);
     }
+    if (b !== undefined) this.markDirty(this.dirtyRb, off, b, lo, hi);
     this.freeHint = idx;
     return out;
   }
@@ -1227,6 +1365,7 @@ export class Qcow2Image implements BlockDriver {
     }
     if (this.header.compressionType !== 0) throw new TsvmError('qcow2 zstd compression is not supported');
     const cs = this.cs, n = Math.ceil(data.length / cs);
+    const deflate = deflateRawParallel ??= (await import('./deflate-pool.js')).deflateRawParallel;
     const zs = await Promise.all(Array.from({ length: n }, (_, j) => {
       let chunk = data.subarray(j * cs, Math.min(data.length, (j + 1) * cs));
       if (chunk.length < cs) {
@@ -1235,7 +1374,7 @@ export class Qcow2Image implements BlockDriver {
         chunk = full;
       }
       // The parameters QEMU uses (a 4 KiB window): the same output, and faster than zlib's defaults.
-      return deflateRawParallel(chunk, { level: 6, windowBits: 12, memLevel: 9, chunkSize: cs + 4096 })
+      return deflate(chunk, { level: 6, windowBits: 12, memLevel: 9, chunkSize: cs + 4096 })
         .then((z): Uint8Array | undefined => (z.length >= cs - 512 ? undefined : z));
     }));
     const writes: Promise<void>[] = [];

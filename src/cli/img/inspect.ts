@@ -21,7 +21,8 @@ async function extentAt(chain: BlockDriver[], files: string[], offset: number, l
     const bottom = depth === chain.length - 1;
     if (st.allocated || (bottom && chain[depth].format === 'raw')) {
       const e: Extent = { start: offset, length: len, depth, present: true, zero: st.zero, data: !st.zero };
-      if (st.offset !== undefined && !st.zero) {
+      // As qemu-img, with the offset of a raw file's holes too (they have one).
+      if (st.offset !== undefined) {
         e.offset = st.offset;
         e.file = files[depth];
       }
@@ -158,18 +159,21 @@ export async function measureCommand(file: string | undefined, opts: { format?: 
       else if (k === 'extended_l2') extendedL2 = v === 'on';
     }
   }
+  let bitmaps = false;
   if (file !== undefined) {
     const image = await openForCommand(file, opts.format, true);
     try {
       virtualSize = image.virtualSize;
+      bitmaps = image.format === 'qcow2';
       for (let off = 0; off < virtualSize;) {
         const st = await image.blockStatus(off, Math.min(CHUNK * 64, virtualSize - off));
+        let n = st.length;
         if (!st.zero) {
-          const start = Math.floor(off / clusterSize) * clusterSize;
-          const end = roundUp(off + st.length, clusterSize);
-          dataBytes += end - start;
+          // As qemu-img: a data stretch counts to the end of its cluster, and the scan goes on from there.
+          n = roundUp(off + n, clusterSize) - off;
+          dataBytes += (off % clusterSize) + n;
         }
-        off += st.length;
+        off += n;
       }
     } finally {
       await image.close();
@@ -183,12 +187,14 @@ export async function measureCommand(file: string | undefined, opts: { format?: 
     full = qcow2FullSize(virtualSize, clusterSize, refcountBits, extendedL2);
     required = full - aligned + Math.min(dataBytes, aligned);
   } else if (outFormat === 'raw') {
-    full = virtualSize;
-    required = file === undefined ? virtualSize : dataBytes;
+    // qemu-img counts a raw output as fully allocated, whatever the input.
+    full = required = virtualSize;
   } else {
     throw new TsvmError(`Format driver '${outFormat}' does not support size measurement`);
   }
-  if (opts.json) process.stdout.write(JSON.stringify({ 'bitmaps': 0, 'required': required, 'fully-allocated': full }, null, 4) + '\n');
-  else process.stdout.write(`required size: ${required}\nfully allocated size: ${full}\n${outFormat === 'qcow2' && file !== undefined ? 'bitmaps size: 0\n' : ''}`);
+  // Bitmap sizes only for a qcow2 input into a qcow2 output (the formats that have bitmaps).
+  bitmaps &&= outFormat === 'qcow2';
+  if (opts.json) process.stdout.write(JSON.stringify({ ...(bitmaps && { 'bitmaps': 0 }), 'required': required, 'fully-allocated': full }, null, 4) + '\n');
+  else process.stdout.write(`required size: ${required}\nfully allocated size: ${full}\n${bitmaps ? 'bitmaps size: 0\n' : ''}`);
   return 0;
 }

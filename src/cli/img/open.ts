@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { TsvmError } from '../../base/errors.js';
-import { type BlockDriver, type ImageFormat, type CreateImageOptions, openImage } from '../../block/index.js';
+import { type BlockDriver, type ImageFormat, type CreateImageOptions, openImage } from '../../block/block-driver.js';
 import { parseOnOff, parseOptionList, parseSize } from './units.js';
 
 const FORMATS: readonly ImageFormat[] = ['raw', 'qcow2', 'qcow'];

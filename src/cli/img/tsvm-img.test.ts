@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, qemuIo, tmpDir } from '../../block/test-helpers.js';
+import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, qemuIo, tmpDir, writeSparse } from '../../block/test-helpers.js';
 
 const CLI = fileURLToPath(new URL('../tsvm-img.js', import.meta.url));
 const skip = hasQemuImg && hasQemuIo ? false : 'qemu-img and qemu-io (qemu-utils) are not installed';
@@ -395,6 +395,27 @@ test('tsvm-img amend -o: compat down/upgrades byte-identical to qemu-img; other 
     assert.equal(tsvmImg(t.dir, 'amend', '-o', 'size=1M', 'q.qcow2').status, 0);
     assert.equal(JSON.parse(qemuImg('info', '--output=json', t.path('q.qcow2')))['virtual-size'], 1 << 20);
     assert.equal(qemuImgStatus('check', t.path('q.qcow2')).status, 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('tsvm-img convert, map, measure of a sparse raw file: holes found as qemu-img finds them, the same output allocation', { skip }, () => {
+  const t = tmpDir();
+  try {
+    writeSparse(t.path('src.raw'));
+    for (const fmt of ['raw', 'qcow2']) {
+      const r = tsvmImg(t.dir, 'convert', '-f', 'raw', '-O', fmt, 'src.raw', 'ours.img');
+      assert.equal(r.status, 0, r.stderr);
+      qemuImg('convert', '-f', 'raw', '-O', fmt, t.path('src.raw'), t.path('theirs.img'));
+      assert.equal(mapShape(t.dir, fmt, 'ours.img'), mapShape(t.dir, fmt, 'theirs.img'), `-O ${fmt}`);
+      assert.equal(qemuIn(t.dir, 'compare', '-f', 'raw', '-F', fmt, 'src.raw', 'ours.img').status, 0);
+      if (fmt === 'qcow2') assert.equal(qemuImgStatus('check', t.path('ours.img')).status, 0);
+    }
+    for (const args of [['map', '--output=json', '-f', 'raw', 'src.raw'], ['map', '-f', 'raw', 'src.raw'], ['measure', '-O', 'qcow2', '-f', 'raw', 'src.raw'],
+      ['measure', '--output=json', '-O', 'qcow2', '-f', 'raw', 'src.raw'], ['measure', '-O', 'raw', '-f', 'raw', 'src.raw']]) {
+      assert.equal(tsvmImg(t.dir, ...args).stdout, qemuIn(t.dir, ...args).stdout, args.join(' '));
+    }
   } finally {
     t.cleanup();
   }
