@@ -7,7 +7,7 @@ import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
 import { BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
-import { MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
+import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
 import { X87 } from './x87-lite.js';
 
@@ -19,7 +19,7 @@ export interface X86CpuOptions {
   /** FERR# for the legacy FPU error reporting (IRQ 13) when CR0.NE is clear. */
   onFerr?: (level: boolean) => void;
   /**
-   * Compile hot code into JavaScript (default: only with TSVM_JIT=1, see ARCHITECTURE.md). `jitThreshold` is how often a
+   * Compile hot code into JavaScript (default: on unless TSVM_JIT=0, see ARCHITECTURE.md). `jitThreshold` is how often a
    * start address is interpreted before its block is compiled (default 100, TSVM_JIT_THRESHOLD).
    */
   jit?: boolean;
@@ -128,6 +128,11 @@ export class X86Cpu implements Stateful, IntrPin {
   private fetchEipLo = 0;
   private fetchEipHi = 0;
   private fetchDelta = 0;
+  /**
+   * Changes whenever the block a CS:EIP leads to may change (TLB flush, CS or CPL change, data-segment mode,
+   * dropped code): block links made under another value are not followed.
+   */
+  private linkEpoch = 0;
 
   halted = false;
   stopReason: CpuStopReason = 'none';
@@ -277,7 +282,11 @@ export class X86Cpu implements Stateful, IntrPin {
   }
 
   private updateFlatData(): void {
-    this.flatData = this.ss32 && (this.segFlat[DS] & this.segFlat[ES] & this.segFlat[SS]) !== 0 ? MODE_FLAT : 0;
+    const flatData = this.ss32 && (this.segFlat[DS] & this.segFlat[ES] & this.segFlat[SS]) !== 0 ? MODE_FLAT : 0;
+    if (flatData !== this.flatData) {
+      this.flatData = flatData;
+      this.linkEpoch++;
+    }
   }
 
   /** Loads a segment register's hidden part and derives the checks its accesses need. */
@@ -671,6 +680,7 @@ export class X86Cpu implements Stateful, IntrPin {
 
   codeInvalidated(): void {
     this.attention = true;
+    this.linkEpoch++;
   }
 
   /** The code cache compiled a block in physical page `page`: its fast write entries must go. */
@@ -798,6 +808,7 @@ export class X86Cpu implements Stateful, IntrPin {
   private invalidateFetch(): void {
     this.fetchEipLo = 0;
     this.fetchEipHi = 0;
+    this.linkEpoch++;
   }
 
   private fetch16(): number {
@@ -3480,15 +3491,29 @@ export class X86Cpu implements Stateful, IntrPin {
     this.exitRequested = false;
     this.attention = true;
     let n = 0;
+    // The block that ran last, while its successor may be reached through its link.
+    let last: CompiledBlock | null = null;
     while (n < maxInstructions) {
       try {
         while (n < maxInstructions) {
-          if (this.attention && this.serviceEvents()) {
-            this.instructionCount += n;
-            return n;
+          if (this.attention) {
+            last = null;
+            if (this.serviceEvents()) {
+              this.instructionCount += n;
+              return n;
+            }
           }
           if (this.jit !== null) {
             const eip = this.eip;
+            if (last !== null && last.nextEip === eip && last.nextEpoch === this.linkEpoch) {
+              const block: CompiledBlock = last.next!;
+              this.fetchEipLo = last.nextFetchLo;
+              this.fetchEipHi = last.nextFetchHi;
+              this.fetchDelta = last.nextFetchDelta;
+              last = block;
+              n += block.run();
+              continue;
+            }
             if (eip < this.fetchEipLo || eip >= this.fetchEipHi) {
               // Entering another page (a far jump, an interrupt, a return): map it now, so that its block runs
               // instead of one interpreted instruction doing the mapping.
@@ -3498,16 +3523,27 @@ export class X86Cpu implements Stateful, IntrPin {
             if (eip >= this.fetchEipLo && eip < this.fetchEipHi) {
               const block = this.jit.lookup(this.fetchDelta + eip, eip, (this.cs32 ? MODE_CS32 : 0) | this.flatData);
               if (block !== undefined && block.lastByteEip >>> 0 <= this.segLimit[CS]) {
+                if (last !== null) {
+                  last.next = block;
+                  last.nextEip = eip;
+                  last.nextEpoch = this.linkEpoch;
+                  last.nextFetchLo = this.fetchEipLo;
+                  last.nextFetchHi = this.fetchEipHi;
+                  last.nextFetchDelta = this.fetchDelta;
+                }
+                last = block;
                 n += block.run();
                 continue;
               }
             }
           }
+          last = null;
           this.step();
           n++;
         }
       } catch (e) {
         if (e !== FAULT) throw e;
+        last = null;
         this.eip = this.instrStart;
         this.raiseException(FAULT.vector, FAULT.errorCode);
         n++;

@@ -20,19 +20,34 @@ import { CS, DS, ES, FS, GS, SS } from '../registers.js';
  */
 export const MODE_CS32 = 1, MODE_FLAT = 2;
 
-export interface CompiledBlock {
-  /** Runs the block; returns the number of instructions executed (EIP is left at the next one). */
-  readonly run: () => number;
-  /** EIP of the first instruction (the same physical bytes reached through another CS base do not match). */
-  readonly eip: number;
-  /** EIP of the last byte of the block, for the CS limit check on entry. */
-  readonly lastByteEip: number;
-  /** RAM index of the first instruction. */
-  readonly start: number;
-  /** The RAM bytes the block was compiled from lie in [codeStart, codeEnd). */
-  readonly codeStart: number;
-  readonly codeEnd: number;
-  readonly mode: number;
+/**
+ * A compiled block, and the block that last followed it (its link): the run loop goes from a block to its link
+ * without translating EIP or searching the cache, as long as nothing that decides where EIP leads changed in
+ * between (the CPU's `linkEpoch`: TLB flushes, CS, CPL and data-segment modes, dropped code).
+ */
+export class CompiledBlock {
+  next: CompiledBlock | null = null;
+  /** EIP the link was made for, the CPU's linkEpoch then, and the fetch window of the link's page. */
+  nextEip = 0;
+  nextEpoch = -1;
+  nextFetchLo = 0;
+  nextFetchHi = 0;
+  nextFetchDelta = 0;
+
+  constructor(
+    /** Runs the block; returns the number of instructions executed (EIP is left at the next one). */
+    readonly run: () => number,
+    /** EIP of the first instruction (the same physical bytes reached through another CS base do not match). */
+    readonly eip: number,
+    /** EIP of the last byte of the block, for the CS limit check on entry. */
+    readonly lastByteEip: number,
+    /** RAM index of the first instruction. */
+    readonly start: number,
+    /** The RAM bytes the block was compiled from lie in [codeStart, codeEnd). */
+    readonly codeStart: number,
+    readonly codeEnd: number,
+    readonly mode: number,
+  ) {}
 }
 
 /** The interpreter object the generated code runs against (see X86Cpu; its members are reached by name). */
@@ -143,11 +158,11 @@ const USES_REGISTERS = '/*regs*/';
 
 /**
  * Keeps the general registers the block uses only as whole 32-bit values in JS locals (r0..r7), which V8
- * can hold in machine registers: they are loaded on entry and stored back before every exit, before helpers
- * that use the register file, and when a fault unwinds the block. Registers also used through their 8- or
- * 16-bit parts stay in the register file.
+ * can hold in machine registers: they are loaded on entry, stored back around helpers that use the register
+ * file, and stored once in the block's `finally` however it is left (a return or a fault). Registers also
+ * used through their 8- or 16-bit parts stay in the register file.
  */
-function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; onFault: string } {
+function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; epilogue: string } {
   const code = lines.join('\n');
   const partial = new Set<number>();
   for (const m of code.matchAll(/r16\[(\d+)\]/g)) partial.add(Number(m[1]) >> 1);
@@ -155,19 +170,17 @@ function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; o
   const cached = new Set<number>();
   for (const m of code.matchAll(/\br\[(\d)\]/g)) if (!partial.has(Number(m[1]))) cached.add(Number(m[1]));
   const dirty = [...cached].filter((k) => new RegExp(`\\br\\[${k}\\] = `).test(code));
-  if (cached.size === 0) return { lines, prologue: '', onFault: '' };
+  if (cached.size === 0) return { lines, prologue: '', epilogue: '' };
   const store = dirty.map((k) => `r[${k}] = r${k};`).join(' ');
   const load = [...cached].map((k) => `r${k} = r[${k}];`).join(' ');
   const out = lines.map((line) => {
-    let l = line.replace(/\br\[(\d)\]/g, (all, k: string) => (cached.has(Number(k)) ? `r${k}` : all));
-    if (l.startsWith(USES_REGISTERS)) {
-      l = l.slice(USES_REGISTERS.length);
-      // The interpreter's step ends the block: what it leaves in the register file stands.
-      return l.includes('return') ? `${store} ${l}` : `${store} ${l} ${load}`;
-    }
-    return l.replace(/\breturn ([^;]*);/, `{ ${store} return $1; }`);
+    const l = line.replace(/\br\[(\d)\]/g, (all, k: string) => (cached.has(Number(k)) ? `r${k}` : all));
+    if (!l.startsWith(USES_REGISTERS)) return l;
+    // What the helper leaves in the register file stands: the locals take it before the finally stores them.
+    const call = l.slice(USES_REGISTERS.length);
+    return call.includes('return') ? `${store} ${call.replace(/\breturn\b/, `${load} return`)}` : `${store} ${call} ${load}`;
   });
-  return { lines: out, prologue: `let ${[...cached].map((k) => `r${k} = r[${k}]`).join(', ')};`, onFault: store };
+  return { lines: out, prologue: `let ${[...cached].map((k) => `r${k} = r[${k}]`).join(', ')};`, epilogue: store };
 }
 
 /** Thrown by the decoder when an instruction runs past the page: the block ends before it. */
@@ -214,7 +227,9 @@ class BlockBuilder {
   private handled = true;
   private readonly startPos: number;
 
-  constructor(private readonly d: Decoder, private readonly mode: number, private readonly startEip: number, private readonly countFallbacks: boolean) {
+  constructor(private readonly d: Decoder, private readonly mode: number, private readonly startEip: number, private readonly countFallbacks: boolean,
+    /** Whether another block already starts at a RAM index: this one leaves to it there instead of copying it. */
+    private readonly blockStartsAt: (pos: number) => boolean) {
     this.startPos = d.pos;
   }
 
@@ -266,11 +281,11 @@ class BlockBuilder {
       const c = step.control;
       if (c.kind === 'next' || c.kind === 'jcc') {
         const next = this.posOf(step.next);
-        if (next >= 0) work.push(next);
+        if (next >= 0 && !this.blockStartsAt(next)) work.push(next);
       }
       if (c.kind === 'jcc' || c.kind === 'jmp') {
         const target = this.posOf(c.target);
-        if (target >= 0) {
+        if (target >= 0 && !this.blockStartsAt(target)) {
           leaders.add(target);
           work.push(target);
         }
@@ -364,8 +379,9 @@ class BlockBuilder {
     const cached = cacheRegisters(this.lines.filter((l) => l !== '' && (internalJumps || !l.startsWith('case '))));
     const code = cached.lines.join('\n');
     const main = internalJumps ? `let n = 0, pc = ${labels.get(this.startPos)};\nfor (;;) {\nswitch (pc) {\n${code}\n}\n}` : `let n = 0;\n${code}`;
-    // A fault unwinds the block: the registers go back to the register file, the faulting EIP to the CPU.
-    const body = `${cached.prologue}\nlet s = 0;\ntry {\n${main}\n} catch (err) {\n${cached.onFault}\nc.instrStart = s;\nthrow err;\n}`;
+    // A fault unwinds the block with the faulting EIP for the CPU; the registers go back however it ends.
+    const restore = cached.epilogue === '' ? '' : ` finally {\n${cached.epilogue}\n}`;
+    const body = `${cached.prologue}\nlet s = 0;\ntry {\n${main}\n} catch (err) {\nc.instrStart = s;\nthrow err;\n}${restore}`;
     return { body, lastByteEip, codeStart, codeEnd: end };
   }
 
@@ -1098,14 +1114,14 @@ class BlockBuilder {
  * Returns null when not even one instruction fits in the page.
  */
 export function compileBlock(host: BlockHost, ram: Uint8Array, start: number, pageEnd: number, eip: number, mode: number,
-  countFallback?: (bytes: string) => void): CompiledBlock | null {
+  blockStartsAt: (pos: number) => boolean, countFallback?: (bytes: string) => void): CompiledBlock | null {
   const decoder = new Decoder(ram, start, pageEnd);
-  const built = new BlockBuilder(decoder, mode, eip, countFallback !== undefined).build();
+  const built = new BlockBuilder(decoder, mode, eip, countFallback !== undefined, blockStartsAt).build();
   if (!built) return null;
   const h = host as BlockHostState;
   const regs = h.regs;
   const factory = new Function('c', 'r', 'r16', 'r8', 'ram', 'ram32', 'tlbRead', 'tlbWrite', 'countFallback',
     `return function block() {\nconst am = c.accessMask;\nlet a = 0, b = 0, x = 0, v = 0, l = 0, e = 0;\n${built.body}\n};`) as BlockFactory;
   const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), h.ram, h.ram32, h.tlbRead, h.tlbWrite, countFallback);
-  return { run, eip, lastByteEip: built.lastByteEip, start, codeStart: built.codeStart, codeEnd: built.codeEnd, mode };
+  return new CompiledBlock(run, eip, built.lastByteEip, start, built.codeStart, built.codeEnd, mode);
 }
