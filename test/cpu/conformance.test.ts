@@ -104,6 +104,42 @@ test('ALU operations on 8/16/32-bit edge operands, with carry in and out', { ski
   compare('alu', cases);
 });
 
+test('ADC, SBB, INC, DEC right after another operation; shifts and rotates by constant counts (compiled code takes CF from the operation before)', { skip }, () => {
+  const cases: string[] = [];
+  const values = [0, 1, 0x7f, 0x80, 0xffff, 0x7fffffff, 0x80000000, 0xffffffff];
+  for (const width of [8, 16, 32] as const) {
+    const [a, b, c] = width === 8 ? ['%al', '%bl', '%cl'] : width === 16 ? ['%ax', '%bx', '%cx'] : ['%eax', '%ebx', '%ecx'];
+    for (const first of ['add', 'sub', 'cmp', 'and', 'adc', 'sbb']) for (const second of ['adc', 'sbb']) {
+      for (const x of values.slice(0, 6)) for (const y of values.slice(2)) for (const z of [0, 1, 0x80000000, 0xffffffff]) {
+        const body = `  movl $${hex(x)}, %eax\n  movl $${hex(y)}, %ebx\n  movl $${hex(z)}, %ecx\n  ${first}${SUFFIX[width]} ${b}, ${c}\n  ${second}${SUFFIX[width]} ${b}, ${a}`;
+        cases.push(flagCase(CF, body, ALL));
+      }
+    }
+    for (const first of ['add', 'sub', 'and', 'adc', 'sbb']) for (const second of ['inc', 'dec']) {
+      for (const x of values) for (const [y, z] of [[1, 0xffffffff], [0x80, 0x7f], [0, 0]]) {
+        const body = `  movl $${hex(x)}, %eax\n  movl $${hex(y!)}, %ebx\n  movl $${hex(z!)}, %ecx\n  ${first}${SUFFIX[width]} ${b}, ${c}\n  ${second}${SUFFIX[width]} ${a}`;
+        cases.push(flagCase(CF, body, ALL));
+        cases.push(flagCase(0, `${body}\n  adc${SUFFIX[width]} ${b}, ${a}`, ALL));
+      }
+    }
+    for (const op of ['shl', 'shr', 'sar', 'sal']) {
+      for (const v of [0x1, 0x80, 0x8000, 0x80000000, 0x81, 0x7fffffff, 0xdeadbeef, 0xffffffff]) for (let count = 1; count < 32; count++) {
+        const mask = (count === 1 ? CF | OF | SF | ZF | PF : CF | SF | ZF | PF) & (count > width ? ~CF : ALL);
+        cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  ${op}${SUFFIX[width]} $${count}, ${a}`, mask));
+      }
+    }
+  }
+  for (const op of ['rol', 'ror']) for (const first of ['add', 'sub']) {
+    for (const v of [0x1, 0x80000000, 0x81, 0x7fffffff, 0xdeadbeef]) for (const [y, z] of [[0, 0], [1, 0xffffffff], [0x7fffffff, 1], [0x80000000, 0x80000000]]) {
+      for (let count = 1; count < 32; count++) {
+        const body = `  movl $${hex(v)}, %eax\n  movl $${hex(y!)}, %ebx\n  movl $${hex(z!)}, %ecx\n  ${first}l %ebx, %ecx\n  ${op}l $${count}, %eax`;
+        cases.push(flagCase(0, body, CF | PF | AF | ZF | SF | (count === 1 ? OF : 0)));
+      }
+    }
+  }
+  compare('carry chains', cases);
+});
+
 test('shifts and rotates for counts 0 to 33, SHLD/SHRD', { skip }, () => {
   const cases: string[] = [];
   const values = [0x1, 0x80, 0x8000, 0x80000000, 0x81, 0x7fffffff, 0xdeadbeef, 0x12345678, 0xffffffff];

@@ -116,6 +116,8 @@ export class X86Cpu implements Stateful, IntrPin {
   private readonly ram: Uint8Array;
   /** The same RAM as 32-bit words (little-endian host) for aligned accesses. */
   private readonly ram32: Int32Array;
+  /** Guest RAM as words, for compiled code's aligned 16-bit accesses. */
+  private readonly ram16: Uint16Array;
   private readonly ramSize: number;
   private readonly tlbRead = new Int32Array(1 << 20);
   private readonly tlbWrite = new Int32Array(1 << 20);
@@ -169,6 +171,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.onFerr = options.onFerr ?? (() => {});
     this.ram = options.memory.ram.bytes;
     this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
+    this.ram16 = new Uint16Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 1);
     this.ramSize = options.memory.ramSize;
     this.fpu = new X87(this);
     const jitEnabled = options.jit ?? process.env.TSVM_JIT !== '0';
@@ -398,11 +401,13 @@ export class X86Cpu implements Stateful, IntrPin {
     return this.lazy & PF ? PARITY[this.lr & 0xff] !== 0 : (this.flags & PF) !== 0;
   }
 
-  /** Materializes the lazy flags and sets the given bits to the given values. */
+  /**
+   * Sets the given status bits to the given values; the others keep what they were, lazily computed ones from
+   * the same record (every writer of the record sets `lazy` anew).
+   */
   private setStatusFlags(mask: number, values: number): void {
-    const f = this.getEflags();
-    this.flags = (f & ~mask) | (values & mask);
-    this.lazy = 0;
+    this.flags = (this.flags & ~mask) | (values & mask);
+    this.lazy &= ~mask;
   }
 
   private setLazy(op: number, a: number, b: number, r: number, width: number): void {
@@ -416,7 +421,11 @@ export class X86Cpu implements Stateful, IntrPin {
 
   /** Keeps CF as it was (INC, DEC) while the other status flags become lazy. */
   private setLazyKeepCF(op: number, a: number, b: number, r: number, width: number): void {
-    const cf = this.getCF();
+    this.setLazyWithCF(op, a, b, r, width, this.getCF());
+  }
+
+  /** The other status flags lazy, CF given (0 or 1): INC and DEC when compiled code knows the CF before them. */
+  private setLazyWithCF(op: number, a: number, b: number, r: number, width: number, cf: number): void {
     this.flags = (this.flags & ~CF) | cf;
     this.lop = op;
     this.la = a;

@@ -58,11 +58,12 @@ interface BlockHostState {
   regs: Int32Array;
   ram: Uint8Array;
   ram32: Int32Array;
+  ram16: Uint16Array;
   tlbRead: Int32Array;
   tlbWrite: Int32Array;
 }
 
-type BlockFactory = (c: BlockHost, r: Int32Array, r16: Uint16Array, r8: Uint8Array, ram: Uint8Array, ram32: Int32Array,
+type BlockFactory = (c: BlockHost, r: Int32Array, r16: Uint16Array, r8: Uint8Array, ram: Uint8Array, ram32: Int32Array, ram16: Uint16Array,
   tlbRead: Int32Array, tlbWrite: Int32Array, countFallback?: (bytes: string) => void) => () => number;
 
 /** Instructions in one block at most. */
@@ -151,7 +152,7 @@ const TRANSPARENT = new Set<number>([
 /** Marks the statement that records an instruction's flags (all six status flags, nothing read). */
 const FLAGS = '/*flags*/';
 /** Statements after which the flags may be read: helpers that use them, the interpreter, block exits. */
-const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |c\.(condition|alu|inc|dec|shift|shiftDouble|step|mulDiv|imul|getCF|setLazyKeepCF)\(/;
+const READS_FLAGS = /\breturn\b|\bcontinue\b|^case |^k = |c\.(condition|inc|dec|shift|shiftDouble|step|mulDiv|imul|getCF|setLazyKeepCF|setStatusFlags)\(/;
 
 /** Marks a statement calling a CPU helper that reads or writes the register file itself. */
 const USES_REGISTERS = '/*regs*/';
@@ -222,7 +223,9 @@ interface Step {
 class BlockBuilder {
   private lines: string[] = [];
   /** The last flag-setting operation, while its operands are still in the locals a, b, x. */
-  private lastFlags: { kind: 'add' | 'sub' | 'logic' | 'incdec'; width: number } | null = null;
+  private lastFlags: { kind: 'add' | 'sub' | 'sbb' | 'logic' | 'incdec'; width: number } | null = null;
+  /** Whether this instruction's carry-in (ADC, SBB) is in the local k, taken from the previous operation's locals. */
+  private carryInLocal = false;
   private control: Control = { kind: 'next' };
   private handled = true;
   private readonly startPos: number;
@@ -490,14 +493,14 @@ class BlockBuilder {
   }
 
   /**
-   * target = the `width`-bit value at linear address `address` (left in l). Aligned dwords and bytes of pages
+   * target = the `width`-bit value at linear address `address` (left in l). Aligned words, dwords and bytes of pages
    * in the TLB are read inline; everything else goes through the CPU's access functions.
    */
   private readMemory(width: number, address: string, target: string): void {
     if (address !== 'l') this.emit(`l = ${address};`);
     if (width === 32) this.emit('e = tlbRead[l >>> 12];', `${target} = (e & am) === am && (l & 3) === 0 ? ram32[(e & -4096 | l & 4095) >> 2] : c.rd32(l);`);
     else if (width === 8) this.emit('e = tlbRead[l >>> 12];', `${target} = (e & am) === am ? ram[e & -4096 | l & 4095] : c.rd8(l);`);
-    else this.emit(`${target} = c.rd16(l);`);
+    else this.emit('e = tlbRead[l >>> 12];', `${target} = (e & am) === am && (l & 1) === 0 ? ram16[(e & -4096 | l & 4095) >> 1] : c.rd16(l);`);
   }
 
   /** The `width`-bit `value` (an expression without side effects) to linear address `address` (left in l). */
@@ -505,7 +508,7 @@ class BlockBuilder {
     if (address !== 'l') this.emit(`l = ${address};`);
     if (width === 32) this.emit('e = tlbWrite[l >>> 12];', `if ((e & am) === am && (l & 3) === 0) ram32[(e & -4096 | l & 4095) >> 2] = ${value}; else c.wr32(l, ${value});`);
     else if (width === 8) this.emit('e = tlbWrite[l >>> 12];', `if ((e & am) === am) ram[e & -4096 | l & 4095] = ${value}; else c.wr8(l, ${value});`);
-    else this.emit(`c.wr16(l, ${value});`);
+    else this.emit('e = tlbWrite[l >>> 12];', `if ((e & am) === am && (l & 1) === 0) ram16[(e & -4096 | l & 4095) >> 1] = ${value}; else c.wr16(l, ${value});`);
   }
 
   /** Read-modify-write operand: checks writability first so a faulting write changes nothing. Leaves `l`. */
@@ -545,17 +548,35 @@ class BlockBuilder {
     this.emit(`s = ${hex(insn.eip)};`);
   }
 
-  /** x = a OP b with the lazy-flags record; ADC/SBB go through the interpreter's helper (they read CF). */
+  /**
+   * x = a OP b with the lazy-flags record. ADC and SBB add the carry-in from k (see carryIn) or from the CPU's
+   * record; their record is an ADD or SUB one, whose CF and OF formulas hold with a carry-in too.
+   */
   private aluOp(op: number, width: number): void {
+    const carry = this.carryInLocal ? 'k' : 'c.getCF()';
     switch (op) {
       case 0: this.emit('x = (a + b) | 0;', `${FLAGS}c.setLazy(0, a, b, x, ${width});`); this.lastFlags = { kind: 'add', width }; return;
       case 5: case 7: this.emit('x = (a - b) | 0;', `${FLAGS}c.setLazy(1, a, b, x, ${width});`); this.lastFlags = { kind: 'sub', width }; return;
+      case 2: this.emit(`x = (a + b + ${carry}) | 0;`, `${FLAGS}c.setLazy(0, a, b, x, ${width});`); this.lastFlags = { kind: 'add', width }; return;
+      // Not 'sub': a Jcc after SBB cannot compare a with b.
+      case 3: this.emit(`x = (a - b - ${carry}) | 0;`, `${FLAGS}c.setLazy(1, a, b, x, ${width});`); this.lastFlags = { kind: 'sbb', width }; return;
       case 1: this.emit('x = a | b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
       case 4: this.emit('x = a & b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
       case 6: this.emit('x = a ^ b;', `${FLAGS}c.setLazy(2, a, b, x, ${width});`); break;
-      default: this.emit(`x = c.alu(${op}, a, b, ${width});`); this.lastFlags = null; return;
     }
     this.lastFlags = { kind: 'logic', width };
+  }
+
+  /**
+   * The CF the previous operation left, from its locals a, b, x (still intact: only TRANSPARENT instructions
+   * keep `flags`), or null when it is not known here.
+   */
+  private carryIn(flags: BlockBuilder['lastFlags']): string | null {
+    if (flags === null || flags.kind === 'incdec') return null;
+    if (flags.kind === 'logic') return '0';
+    const s = 32 - flags.width;
+    const out = flags.kind === 'add' ? '(a & b) | ((a | b) & ~x)' : '(~a & b) | ((~a | b) & x)';
+    return `((${out}) << ${s}) >>> 31`;
   }
 
   /** A condition code as a JS boolean expression: from the last operation's operands when known. */
@@ -633,6 +654,11 @@ class BlockBuilder {
     const w = insn.o32 ? 32 : 16;
     const fin = () => { insn.next = (insn.eip + (d.pos - insn.start)) | 0; };
     if (TRANSPARENT.has(op) || (op === 0x0f && (d.peek() & 0xf0) === 0x80)) this.lastFlags = flagsBefore;
+    // ADC and SBB (0x10-0x1d, group 1 /2 and /3) take the carry before their operand loads clobber a, b, x.
+    const group1 = op === 0x80 || op === 0x81 || op === 0x83 ? (d.peek() >> 3) & 7 : -1;
+    const carry = (op >= 0x10 && op < 0x1e && (op & 7) < 6) || group1 === 2 || group1 === 3 ? this.carryIn(flagsBefore) : null;
+    this.carryInLocal = carry !== null;
+    if (carry !== null) this.emit(`k = ${carry};`);
 
     if (op < 0x40 && (op & 7) < 6) {
       const alu = op >> 3;
@@ -671,7 +697,12 @@ class BlockBuilder {
     if (op >= 0x40 && op < 0x50) {
       fin();
       const reg = op & 7;
-      this.emit(`a = ${readReg(w, reg)};`, `x = (a ${op < 0x48 ? '+' : '-'} 1) | 0;`, `c.setLazyKeepCF(${op < 0x48 ? 0 : 1}, a, 1, x, ${w});`, writeReg(w, reg, 'x'));
+      // CF stays: from the previous operation's locals when known, before they are overwritten.
+      const carry = this.carryIn(flagsBefore);
+      const lazyOp = op < 0x48 ? 0 : 1;
+      if (carry !== null) this.emit(`k = ${carry};`);
+      this.emit(`a = ${readReg(w, reg)};`, `x = (a ${op < 0x48 ? '+' : '-'} 1) | 0;`,
+        carry !== null ? `${FLAGS}c.setLazyWithCF(${lazyOp}, a, 1, x, ${w}, k);` : `c.setLazyKeepCF(${lazyOp}, a, 1, x, ${w});`, writeReg(w, reg, 'x'));
       this.lastFlags = { kind: 'incdec', width: w };
       return true;
     }
@@ -827,11 +858,20 @@ class BlockBuilder {
         const sub = (modrm >> 3) & 7;
         if (count === 0) return true;
         this.lastFlags = null;
-        if (count > 0 && width === 32 && sub >= 4) {
-          // Constant 32-bit SHL/SHR/SAR inline: CF is the last bit out; OF as the interpreter defines it.
-          if (sub === 5) this.emit(`b = (a >>> ${count - 1}) & 1;`, `x = a >>> ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, a < 0);`);
-          else if (sub === 7) this.emit(`b = (a >> ${count - 1}) & 1;`, `x = a >> ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, false);`);
-          else this.emit(`b = (a >>> ${32 - count}) & 1;`, `x = a << ${count};`, `${FLAGS}c.setResultFlags(x, 32, b, (x >>> 31) !== b);`);
+        if (count > 0 && count < width && sub >= 4) {
+          // Constant SHL/SHR/SAR inline (a holds the operand zero-extended): CF is the last bit out; OF as the
+          // interpreter defines it.
+          const s = 32 - width, mask = width === 32 ? '' : ` & ${hex((1 << width) - 1)}`;
+          if (sub === 5) this.emit(`b = (a >>> ${count - 1}) & 1;`, `x = a >>> ${count};`, `${FLAGS}c.setResultFlags(x, ${width}, b, ${width === 32 ? 'a < 0' : `(a & ${hex(1 << (width - 1))}) !== 0`});`);
+          else if (sub === 7) this.emit(`b = ((a << ${s}) >> ${s + count - 1}) & 1;`, `x = ((a << ${s}) >> ${s + count})${mask};`, `${FLAGS}c.setResultFlags(x, ${width}, b, false);`);
+          else this.emit(`b = (a >>> ${width - count}) & 1;`, `x = (a << ${count})${mask};`, `${FLAGS}c.setResultFlags(x, ${width}, b, ((x >>> ${width - 1}) & 1) !== b);`);
+          this.storeRmw(modrm, width, 'x');
+          return true;
+        }
+        if (count > 0 && width === 32 && sub <= 1) {
+          // Constant 32-bit ROL/ROR inline: only CF and OF change (the earlier record keeps the other flags).
+          if (sub === 0) this.emit(`x = (a << ${count}) | (a >>> ${32 - count});`, 'c.setStatusFlags(0x801, (x & 1) | ((((x >>> 31) ^ x) & 1) << 11));');
+          else this.emit(`x = (a >>> ${count}) | (a << ${32 - count});`, 'c.setStatusFlags(0x801, (x >>> 31) | ((((x >>> 31) ^ (x >>> 30)) & 1) << 11));');
           this.storeRmw(modrm, width, 'x');
           return true;
         }
@@ -1120,8 +1160,8 @@ export function compileBlock(host: BlockHost, ram: Uint8Array, start: number, pa
   if (!built) return null;
   const h = host as BlockHostState;
   const regs = h.regs;
-  const factory = new Function('c', 'r', 'r16', 'r8', 'ram', 'ram32', 'tlbRead', 'tlbWrite', 'countFallback',
-    `return function block() {\nconst am = c.accessMask;\nlet a = 0, b = 0, x = 0, v = 0, l = 0, e = 0;\n${built.body}\n};`) as BlockFactory;
-  const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), h.ram, h.ram32, h.tlbRead, h.tlbWrite, countFallback);
+  const factory = new Function('c', 'r', 'r16', 'r8', 'ram', 'ram32', 'ram16', 'tlbRead', 'tlbWrite', 'countFallback',
+    `return function block() {\nconst am = c.accessMask;\nlet a = 0, b = 0, x = 0, v = 0, l = 0, e = 0, k = 0;\n${built.body}\n};`) as BlockFactory;
+  const run = factory(host, regs, new Uint16Array(regs.buffer), new Uint8Array(regs.buffer), h.ram, h.ram32, h.ram16, h.tlbRead, h.tlbWrite, countFallback);
   return new CompiledBlock(run, eip, built.lastByteEip, start, built.codeStart, built.codeEnd, mode);
 }
