@@ -12,6 +12,15 @@ export interface BootTiming {
 
 export const READY_LINE = 'tsvm-guest: ready';
 
+/**
+ * The command that runs a tsvm CLI script as its `#!/usr/bin/env -S node OPTIONS` line does (as `npx tsvm` would):
+ * this Node, the options of that line, the script.
+ */
+export function nodeScriptCommand(script: string): [string, ...string[]] {
+  const shebang = /^#!\/usr\/bin\/env -S node(.*)$/m.exec(readFileSync(script, 'utf8').split('\n', 1)[0]!);
+  return [process.execPath, ...(shebang?.[1]!.trim().split(/\s+/).filter(Boolean) ?? []), script];
+}
+
 /** Runs a VM command whose console is stdout and times it. */
 export function timeProcessBoot(command: string, args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<BootTiming> {
   return new Promise((resolve) => {

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { ensureDefaultGuest } from '../src/guest/default-guest.js';
-import { type BootTiming, timeProcessBoot, timeQemuBoot, timeV86Boot } from './boot-peers.js';
+import { type BootTiming, nodeScriptCommand, timeProcessBoot, timeQemuBoot, timeV86Boot } from './boot-peers.js';
 import { measureMips } from './mips.js';
 
 /**
@@ -11,18 +11,18 @@ const TIMEOUT_MS = Number(process.env.TSVM_BENCH_TIMEOUT_MS ?? 15 * 60_000);
 
 const guest = await ensureDefaultGuest({ onProgress: (l) => process.stderr.write(`tsvm-guest: ${l}\n`) });
 const cmdline = `${guest.cmdline} tsvm.bench=1`;
-const tsvmCli = fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url));
+const [node, ...tsvmCli] = nodeScriptCommand(fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url)));
 const results: [string, BootTiming][] = [];
 process.stderr.write('booting with QEMU (tcg)...\n');
 results.push(['qemu-system-i386 -accel tcg', await timeQemuBoot(guest.kernel, guest.initrd, cmdline, TIMEOUT_MS)]);
 process.stderr.write('booting with v86...\n');
 results.push(['v86', await timeV86Boot(guest.kernel, guest.initrd, cmdline, TIMEOUT_MS).catch((e) => ({ readyMs: NaN, exitMs: NaN, note: String(e) }))]);
-const tsvmArgs = [tsvmCli, '-m', '256', '-kernel', guest.kernel, '-initrd', guest.initrd, '-append', cmdline, '-nographic'];
+const tsvmArgs = [...tsvmCli, '-m', '256', '-kernel', guest.kernel, '-initrd', guest.initrd, '-append', cmdline, '-nographic'];
 process.stderr.write('booting with tsvm...\n');
-results.push(['tsvm -accel tcg', await timeProcessBoot(process.execPath, tsvmArgs, TIMEOUT_MS)]);
+results.push(['tsvm -accel tcg', await timeProcessBoot(node, tsvmArgs, TIMEOUT_MS)]);
 // The interpreter alone (no compiled blocks), for reference: several minutes, so with a shorter limit.
 process.stderr.write('booting with tsvm, TSVM_JIT=0 (interpreter only)...\n');
-results.push(['tsvm -accel tcg, TSVM_JIT=0', await timeProcessBoot(process.execPath, tsvmArgs, Math.min(TIMEOUT_MS, 5 * 60_000), { TSVM_JIT: '0' })]);
+results.push(['tsvm -accel tcg, TSVM_JIT=0', await timeProcessBoot(node, tsvmArgs, Math.min(TIMEOUT_MS, 5 * 60_000), { TSVM_JIT: '0' })]);
 
 const s = (ms: number) => (Number.isNaN(ms) ? 'n/a' : (ms / 1000).toFixed(1) + ' s');
 const tsvm = results[2][1];

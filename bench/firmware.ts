@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, defaultMachineConfig } from '../src/api/index.js';
 import { buildInstallerCd, createDiskImage, missingInstallerTools, runInstaller } from '../src/guest/installer/index.js';
+import { nodeScriptCommand } from './boot-peers.js';
 import { QemuScreen } from './qemu-screen.js';
 
 /**
@@ -27,7 +28,7 @@ if (!existsSync(GRUB_RESCUE_CD) || spawnSync('qemu-system-i386', ['--version']).
   rows.push(['BIOS power-on to the GRUB menu (grub-rescue-cdrom.iso, -cdrom -boot d)', tsvmSeconds, qemuSeconds]);
   if (missingInstallerTools().length === 0) {
     const { iso } = await buildInstallerCd({});
-    const tsvm = await timeInstaller([process.execPath, fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url))], iso);
+    const tsvm = await timeInstaller(nodeScriptCommand(fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url))), iso);
     const qemu = await timeInstaller(['qemu-system-i386', '-accel', 'tcg', '-M', 'pc'], iso);
     rows.push(['installer CD to its ready line (tsvm-installer: starting)', tsvm.ready, qemu.ready]);
     rows.push(['installer CD to the end of the installation (tsvm-installer: done)', tsvm.done, qemu.done]);
