@@ -15,12 +15,13 @@ export interface ConvertOptions extends CreateImageOptions {
   minSparse?: number;
 }
 
-/** Bytes per request, and requests in flight (as qemu-img: 2 MiB buffers, several at once). */
+/** Bytes per request, and requests in flight, of the asynchronous copy (as qemu-img: 2 MiB buffers, several at once). */
 const CHUNK = 2 << 20;
 const PARALLEL = 8;
-/** Synchronous copies go through a buffer of this size (or a destination cluster, if larger). */
-const SYNC_PIECE = 512 << 10;
-/** Synchronous copying lets the event loop run after this many bytes. */
+/** The pipelined copy reads into a ring of RING buffers of PIECE bytes (or a destination cluster, if larger). */
+const PIECE = 512 << 10;
+const RING = 4;
+/** The pipelined copy lets the event loop run after this many bytes (a source of holes writes nothing). */
 const YIELD_EVERY = 64 << 20;
 
 /** Writes everything `src` reads as into a newly created image at `dstPath`; zero ranges stay sparse. */
@@ -55,10 +56,12 @@ export interface CopyOptions {
 }
 
 /**
- * Copies `src` into `dst` (at least as big): PARALLEL requests of CHUNK bytes in flight; ranges the
- * source reports as zero are not read, and zero blocks (destination clusters, 4 KiB for other formats)
- * are not written. Plain data goes through the drivers' synchronous fast paths (readSync/writeSync)
- * where they can take it: one pread and one pwrite per stretch, no thread-pool round trips.
+ * Copies `src` into `dst` (at least as big), CHUNK bytes at a time; ranges the source reports as zero
+ * are not read, and zero blocks (destination clusters, 4 KiB for other formats) are not written.
+ * A source with synchronous reads (readSync) is copied as a pipeline: this thread reads (and looks for
+ * zero blocks) while the previous pieces are written on the thread pool, one write at a time (buffered
+ * writes to one file serialize in the kernel anyway), through a small ring of buffers. Otherwise, and
+ * for compression and -S, PARALLEL chunks are copied at once through the drivers' asynchronous calls.
  */
 export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOptions = {}): Promise<void> {
   const total = src.virtualSize;
@@ -66,14 +69,12 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
   const unit = qcow2 ? qcow2.clusterSize : 4096;
   const chunk = Math.max(CHUNK, unit);
   const compress = opts.compress === true && qcow2 !== undefined;
-  let next = 0, done = 0;
-  let failure: { e: unknown } | undefined;
-
   const minSparse = compress ? undefined : opts.minSparse;
   const read = async (off: number, data: Uint8Array): Promise<void> => {
     if (src.readInto) await src.readInto(off, data);
     else data.set(await src.read(off, data.length));
   };
+
   /**
    * -S: each stretch the source reports as data is split into data and zero runs as qemu-img does; a
    * qcow2 destination gets whole clusters (as QEMU's allocating writes fill the rest of a new cluster).
@@ -121,17 +122,14 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     zeroRuns(data, at, unit, fn);
 
   /**
-   * The units of [off, end) with data in them, as [start, end) pairs (zero stretches are not read; a
-   * unit with any data is judged, and written, as a whole, zeroes included, as qemu-img does), from
-   * the statuses `st` gives. When it gives none, or with `stopAtZero` a zero stretch, the pairs end at
-   * the unit boundary returned as `stop`.
+   * The units of [off, end) with data in them, as [start, end) pairs, from the source's block status (a
+   * zero stretch is not read; a unit with any data is judged, and written, as a whole, zeroes included,
+   * as qemu-img does).
    */
-  const dataUnits = (off: number, end: number, st: (pos: number) => BlockStatus | undefined, stopAtZero: boolean): { ranges: number[]; stop: number } => {
+  const dataUnits = async (off: number, end: number): Promise<number[]> => {
     const ranges: number[] = [];
-    let pos = off;
-    for (; pos < end;) {
-      const s = st(pos);
-      if (s === undefined || (s.zero && stopAtZero)) break;
+    for (let pos = off; pos < end;) {
+      const s = src.blockStatusSync?.(pos, end - pos) ?? await src.blockStatus(pos, end - pos);
       if (!s.zero) {
         const a = Math.max(off, Math.floor(pos / unit) * unit), b = Math.min(end, Math.ceil((pos + s.length) / unit) * unit);
         if (ranges.length > 0 && ranges[ranges.length - 1]! >= a) ranges[ranges.length - 1] = b;
@@ -139,40 +137,8 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
       }
       pos += s.length;
     }
-    const stop = pos >= end ? end : Math.max(off, Math.floor(pos / unit) * unit);
-    for (let i = ranges.length - 2; i >= 0 && ranges[i + 1]! > stop; i -= 2) {
-      if (ranges[i]! >= stop) ranges.length = i;
-      else ranges[i + 1] = stop;
-    }
-    return { ranges, stop };
+    return ranges;
   };
-
-  /**
-   * The synchronous copy (readSync/writeSync/blockStatusSync): one buffer (small: fresh memory costs
-   * page faults) and no awaits. Copies [off, end) as far as the drivers allow and returns where it
-   * stopped (a unit boundary): `end`, or where a request needs the asynchronous path.
-   */
-  const scratch = new Uint8Array(Math.min(Math.max(SYNC_PIECE, unit), chunk));
-  const copySync = (off: number, end: number): number => {
-    // Zero stretches over a backing file need writeZeroes: the asynchronous path.
-    const { ranges, stop } = dataUnits(off, end, (pos) => src.blockStatusSync!(pos, end - pos), opts.zeroOverBacking === true);
-    for (let i = 0; i < ranges.length; i += 2) {
-      for (let a = ranges[i]!, b = a; a < ranges[i + 1]!; a = b) {
-        b = Math.min(ranges[i + 1]!, (Math.floor(a / scratch.length) + 1) * scratch.length);
-        const data = scratch.subarray(0, b - a);
-        if (!src.readSync!(a, data)) return a;
-        let failed = -1;
-        eachRun(data, a, (p, q, zero) => {
-          if (zero ? opts.zeroOverBacking : !dst.writeSync!(a + p, data.subarray(p, q))) failed = a + p;
-          return failed < 0;
-        });
-        if (failed >= 0) return failed;
-      }
-    }
-    return stop;
-  };
-  const canSync = !compress && minSparse === undefined && src.blockStatusSync !== undefined && src.readSync !== undefined &&
-    dst.writeSync !== undefined;
 
   /** The asynchronous copy of [off, off + n), in a worker's buffer. */
   const copyChunk = async (off: number, n: number, worker: { buf?: Uint8Array }): Promise<void> => {
@@ -180,14 +146,7 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     if (minSparse !== undefined) return copySparseChunk(off, n, buf, minSparse);
     const end = off + n;
     const writes: Promise<void>[] = [];
-    const statuses: BlockStatus[] = [];
-    for (let pos = off; pos < end;) {
-      const st = await src.blockStatus(pos, end - pos);
-      statuses.push(st);
-      pos += st.length;
-    }
-    let k = 0;
-    const { ranges } = dataUnits(off, end, () => statuses[k++], false);
+    const ranges = await dataUnits(off, end);
     for (let i = 0, pos = off; i <= ranges.length; i += 2) {
       const a = i < ranges.length ? ranges[i]! : end, b = i < ranges.length ? ranges[i + 1]! : end;
       if (a > pos && opts.zeroOverBacking) writes.push(dst.writeZeroes(pos, a - pos));
@@ -205,54 +164,83 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     for (const r of rs) if (r.status === 'rejected') throw r.reason;
   };
 
-  let sinceYield = 0;
-  let slowPiece: Promise<void> | undefined;
-  const slowState: { buf?: Uint8Array } = {};
-  const worker = async (): Promise<void> => {
-    const state: { buf?: Uint8Array } = {};
-    while (next < total && failure === undefined) {
-      const off = next;
-      const n = Math.min(chunk - (off % chunk), total - off);
-      next = off + n;
-      try {
-        const end = off + n;
-        if (!canSync) {
+  if (compress || minSparse !== undefined || src.readSync === undefined) {
+    let next = 0, done = 0;
+    let failure: { e: unknown } | undefined;
+    const worker = async (): Promise<void> => {
+      const state: { buf?: Uint8Array } = {};
+      while (next < total && failure === undefined) {
+        const off = next;
+        const n = Math.min(chunk - (off % chunk), total - off);
+        next = off + n;
+        try {
           await copyChunk(off, n, state);
-        } else {
-          // Synchronously but for the pieces the drivers cannot do so (say, the first write into a
-          // new L2 table): those take the asynchronous path, one at a time (the others would most
-          // likely have to wait for the same thing), in one buffer.
-          for (let pos = off; pos < end;) {
-            while (slowPiece !== undefined) await slowPiece;
-            pos = copySync(pos, end);
-            if (pos >= end) break;
-            const stop = Math.min(end, (Math.floor(pos / scratch.length) + 1) * scratch.length);
-            let release!: () => void;
-            slowPiece = new Promise((r) => { release = r; });
-            try {
-              await copyChunk(pos, stop - pos, slowState);
-            } finally {
-              slowPiece = undefined;
-              release();
-            }
-            pos = stop;
-          }
-          if ((sinceYield += n) >= YIELD_EVERY) {
-            // Synchronous copying does not give the event loop a turn (progress output, signals).
-            sinceYield = 0;
-            await new Promise((r) => setImmediate(r));
-          }
+        } catch (e) {
+          failure ??= { e };
+          return;
         }
-      } catch (e) {
-        failure ??= { e };
-        return;
+        done += n;
+        opts.onProgress?.(done, total);
       }
-      done += n;
-      opts.onProgress?.(done, total);
-    }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, worker));
+    if (failure) throw failure.e;
+    return;
+  }
+
+  // The pipeline. Requests to the destination (writes, zeroes, progress reports) run one after the
+  // other, each started when the one before it has finished; a ring buffer is read into again only
+  // once the writes from it have finished. This thread waits only for a free buffer, so the event
+  // loop (which starts each next write) gets a turn whenever the writes fall behind.
+  let tail: Promise<unknown> = Promise.resolve();
+  let failed = false;
+  const noteFailure = () => { failed = true; };
+  const enqueue = (job: () => unknown): void => {
+    tail = tail.then(job);
+    tail.catch(noteFailure);
   };
-  await Promise.all(Array.from({ length: PARALLEL }, worker));
-  if (failure) throw failure.e;
+  const size = Math.max(PIECE, unit);
+  const ring = Array.from({ length: RING }, () => ({ buf: new Uint8Array(size), free: Promise.resolve() as Promise<unknown> }));
+  let turn = 0, sinceYield = 0;
+  try {
+    for (let off = 0; off < total && !failed;) {
+      const end = Math.min(off + chunk - (off % chunk), total);
+      const ranges = await dataUnits(off, end);
+      for (let i = 0, pos = off; i <= ranges.length && !failed; i += 2) {
+        const a0 = i < ranges.length ? ranges[i]! : end, b0 = i < ranges.length ? ranges[i + 1]! : end;
+        if (a0 > pos && opts.zeroOverBacking) {
+          const at = pos;
+          enqueue(() => dst.writeZeroes(at, a0 - at));
+        }
+        pos = b0;
+        for (let a = a0, b = a; a < b0 && !failed; a = b) {
+          b = Math.min(b0, (Math.floor(a / size) + 1) * size);
+          const slot = ring[turn++ % RING]!;
+          await slot.free;
+          if (failed) break;
+          const data = slot.buf.subarray(0, b - a), at = a;
+          if (!src.readSync(a, data)) await read(a, data);
+          eachRun(data, a, (p, q, zero) => {
+            if (!zero) enqueue(() => dst.write(at + p, data.subarray(p, q)));
+            else if (opts.zeroOverBacking) enqueue(() => dst.writeZeroes(at + p, q - p));
+            return true;
+          });
+          slot.free = tail.catch(noteFailure);
+        }
+      }
+      if (opts.onProgress) enqueue(() => opts.onProgress!(end, total));
+      sinceYield += end - off;
+      off = end;
+      if (sinceYield >= YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  } catch (e) {
+    await tail.catch(noteFailure);
+    throw e;
+  }
+  await tail;
 }
 
 /** Compressed writes need whole clusters: write the unaligned edges normally. */

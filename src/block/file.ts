@@ -1,4 +1,4 @@
-import { read as readCb, readSync, write as writeCb, writeSync } from 'node:fs';
+import { read as readCb, readSync, write as writeCb } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TsvmError, errorMessage } from '../base/errors.js';
 
@@ -99,14 +99,6 @@ export class BlockFile {
       done += n;
     }
     return done;
-  }
-
-  /** pwrite without the thread pool (see preadSync). */
-  pwriteSync(offset: number, data: Uint8Array): void {
-    if (this.readOnly) throw new TsvmError(`'${this.path}' is read-only`);
-    if (!Number.isSafeInteger(offset + data.length) || offset < 0) throw this.badOffset(offset);
-    if (offset + data.length > this.high) this.high = offset + data.length;
-    for (let done = 0; done < data.length;) done += writeSync(this.fh.fd, data, done, data.length - done, offset + done);
   }
 
   pwrite(offset: number, data: Uint8Array): Promise<void> {

@@ -62,13 +62,6 @@ export class RawImage implements BlockDriver {
     await this.file.pwrite(offset, data);
   }
 
-  writeSync(offset: number, data: Uint8Array): boolean {
-    checkRange(this, offset, data.length);
-    this.writable();
-    this.file.pwriteSync(offset, data);
-    return true;
-  }
-
   async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(this, offset, length);
     this.writable();

@@ -40,9 +40,9 @@ test('convertImage: qcow2 chain -> raw / qcow2 (compressed) / qcow', { skip }, a
   }
 });
 
-/** The driver without its synchronous fast paths (readSync, writeSync, blockStatusSync): copies take the async path. */
+/** The driver without its synchronous fast paths (readSync, blockStatusSync): copies take the async path. */
 function asyncOnly(d: BlockDriver): BlockDriver {
-  const hidden = new Set<string | symbol>(['readSync', 'writeSync', 'blockStatusSync']);
+  const hidden = new Set<string | symbol>(['readSync', 'blockStatusSync']);
   return new Proxy(d, {
     get(target, key) {
       if (hidden.has(key)) return undefined;
@@ -107,10 +107,53 @@ test('convertImage of a qcow2 with plain, zero, all-zero, compressed and unalloc
     const src = t.path('src.qcow2');
     qemuImg('create', '-f', 'qcow2', src, '1G');
     // 0x5a: plain data; -z: zero clusters; 0: data clusters that read as zeroes; -c: compressed; at 700M:
-    // a second L2 table (a fresh destination needs a new one there: the synchronous copy hands over).
+    // a second L2 table (a fresh destination needs a new one there: the write takes the slow path).
     qemuIo(src, ['write -P 0x5a 0 300k', 'write -z 512k 128k', 'write -P 0 1M 192k', 'write -P 0x11 1088k 64k',
       'write -c -P 0x33 2M 64k', 'write -P 0x44 700M 1M', 'write -P 0x45 1023M 4k']);
     await convertLikeQemu(t, src, 'qcow2');
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('copyImage: a failed write in the pipelined copy rejects the copy (after the writes in flight), and zeroes over a backing file are written', async () => {
+  const t = tmpDir();
+  try {
+    const bytes = writeSparse(t.path('src.raw'));
+    const src = await openImage(t.path('src.raw'), { format: 'raw', readOnly: true });
+    try {
+      await createImage(t.path('dst.raw'), 'raw', src.virtualSize);
+      const dst = await openImage(t.path('dst.raw'), { format: 'raw' });
+      let writes = 0, inFlight = 0, maxInFlight = 0;
+      const failing = new Proxy(dst, {
+        get(target, key) {
+          if (key === 'write') {
+            return async (off: number, data: Uint8Array) => {
+              maxInFlight = Math.max(maxInFlight, ++inFlight);
+              try {
+                if (++writes === 3) throw new Error('disk full');
+                await target.write(off, data);
+              } finally {
+                inFlight--;
+              }
+            };
+          }
+          const v: unknown = Reflect.get(target, key, target);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      await assert.rejects(copyImage(src, failing), /disk full/);
+      assert.equal(writes, 3, 'no write after the failed one');
+      assert.equal(maxInFlight, 1, 'one write at a time');
+      assert.equal(inFlight, 0);
+      // zeroOverBacking: the whole target is overwritten, zero ranges included.
+      await dst.write(0, new Uint8Array(dst.virtualSize).fill(0xee));
+      await copyImage(src, dst, { zeroOverBacking: true });
+      await dst.close();
+      assert.ok(Buffer.compare(readFileSync(t.path('dst.raw')), Buffer.from(bytes)) === 0);
+    } finally {
+      await src.close();
+    }
   } finally {
     t.cleanup();
   }
