@@ -21,6 +21,8 @@ const PARALLEL = 8;
 /** The pipelined copy reads into a ring of RING buffers of PIECE bytes (or a destination cluster, if larger). */
 const PIECE = 512 << 10;
 const RING = 4;
+/** Destination requests of the pipelined copy in flight at once. */
+const WRITE_DEPTH = 2;
 /** The pipelined copy lets the event loop run after this many bytes (a source of holes writes nothing). */
 const YIELD_EVERY = 64 << 20;
 
@@ -59,9 +61,9 @@ export interface CopyOptions {
  * Copies `src` into `dst` (at least as big), CHUNK bytes at a time; ranges the source reports as zero
  * are not read, and zero blocks (destination clusters, 4 KiB for other formats) are not written.
  * A source with synchronous reads (readSync) is copied as a pipeline: this thread reads (and looks for
- * zero blocks) while the previous pieces are written on the thread pool, one write at a time (buffered
- * writes to one file serialize in the kernel anyway), through a small ring of buffers. Otherwise, and
- * for compression and -S, PARALLEL chunks are copied at once through the drivers' asynchronous calls.
+ * zero blocks) while the previous pieces are written on the thread pool, WRITE_DEPTH at a time, through
+ * a small ring of buffers. Otherwise, and for compression and -S, PARALLEL chunks are copied at once
+ * through the drivers' asynchronous calls.
  */
 export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOptions = {}): Promise<void> {
   const total = src.virtualSize;
@@ -188,47 +190,81 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     return;
   }
 
-  // The pipeline. Requests to the destination (writes, zeroes, progress reports) run one after the
-  // other, each started when the one before it has finished; a ring buffer is read into again only
-  // once the writes from it have finished. This thread waits only for a free buffer, so the event
-  // loop (which starts each next write) gets a turn whenever the writes fall behind.
-  let tail: Promise<unknown> = Promise.resolve();
-  let failed = false;
-  const noteFailure = () => { failed = true; };
-  const enqueue = (job: () => unknown): void => {
-    tail = tail.then(job);
-    tail.catch(noteFailure);
+  // The pipeline. Requests to the destination (writes, zeroes, progress reports) start in order, at
+  // most WRITE_DEPTH at a time: buffered writes to one file serialize in the kernel, but a second one
+  // waiting there starts the moment the first ends instead of after this thread's next turn. A ring
+  // buffer is read into again only once the writes from it have finished. This thread waits only for
+  // a free buffer, so the event loop (which starts each next write) gets a turn whenever the writes
+  // fall behind. After a failure the queued requests are dropped.
+  const queue: { job: () => unknown; done: () => void }[] = [];
+  let running = 0, unfinished = 0;
+  let drained: (() => void) | undefined;
+  let failure: { e: unknown } | undefined;
+  const pump = (): void => {
+    while (running < WRITE_DEPTH && queue.length > 0) {
+      const { job, done } = queue.shift()!;
+      if (failure) {
+        done();
+        continue;
+      }
+      running++;
+      const settle = () => {
+        running--;
+        done();
+        pump();
+      };
+      // Started at once (not on a later tick), so the write reaches the thread pool before the next read.
+      let started: Promise<unknown>;
+      try {
+        started = Promise.resolve(job());
+      } catch (e) {
+        started = Promise.reject(e);
+      }
+      started.then(settle, (e: unknown) => {
+        failure ??= { e };
+        settle();
+      });
+    }
   };
+  /** Queues a request; the promise settles (never rejects) once it has finished or been dropped. */
+  const enqueue = (job: () => unknown): Promise<void> => new Promise((resolve) => {
+    unfinished++;
+    queue.push({ job, done: () => {
+      resolve();
+      if (--unfinished === 0) drained?.();
+    } });
+    pump();
+  });
   const size = Math.max(PIECE, unit);
-  const ring = Array.from({ length: RING }, () => ({ buf: new Uint8Array(size), free: Promise.resolve() as Promise<unknown> }));
+  const ring = Array.from({ length: RING }, () => ({ buf: new Uint8Array(size), writes: [] as Promise<void>[] }));
   let turn = 0, sinceYield = 0;
   try {
-    for (let off = 0; off < total && !failed;) {
+    for (let off = 0; off < total && !failure;) {
       const end = Math.min(off + chunk - (off % chunk), total);
       const ranges = await dataUnits(off, end);
-      for (let i = 0, pos = off; i <= ranges.length && !failed; i += 2) {
+      for (let i = 0, pos = off; i <= ranges.length && !failure; i += 2) {
         const a0 = i < ranges.length ? ranges[i]! : end, b0 = i < ranges.length ? ranges[i + 1]! : end;
         if (a0 > pos && opts.zeroOverBacking) {
           const at = pos;
-          enqueue(() => dst.writeZeroes(at, a0 - at));
+          void enqueue(() => dst.writeZeroes(at, a0 - at));
         }
         pos = b0;
-        for (let a = a0, b = a; a < b0 && !failed; a = b) {
+        for (let a = a0, b = a; a < b0 && !failure; a = b) {
           b = Math.min(b0, (Math.floor(a / size) + 1) * size);
           const slot = ring[turn++ % RING]!;
-          await slot.free;
-          if (failed) break;
+          await Promise.all(slot.writes);
+          slot.writes.length = 0;
+          if (failure) break;
           const data = slot.buf.subarray(0, b - a), at = a;
           if (!src.readSync(a, data)) await read(a, data);
           eachRun(data, a, (p, q, zero) => {
-            if (!zero) enqueue(() => dst.write(at + p, data.subarray(p, q)));
-            else if (opts.zeroOverBacking) enqueue(() => dst.writeZeroes(at + p, q - p));
+            if (!zero) slot.writes.push(enqueue(() => dst.write(at + p, data.subarray(p, q))));
+            else if (opts.zeroOverBacking) slot.writes.push(enqueue(() => dst.writeZeroes(at + p, q - p)));
             return true;
           });
-          slot.free = tail.catch(noteFailure);
         }
       }
-      if (opts.onProgress) enqueue(() => opts.onProgress!(end, total));
+      if (opts.onProgress) void enqueue(() => opts.onProgress!(end, total));
       sinceYield += end - off;
       off = end;
       if (sinceYield >= YIELD_EVERY) {
@@ -236,11 +272,10 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
         await new Promise((r) => setImmediate(r));
       }
     }
-  } catch (e) {
-    await tail.catch(noteFailure);
-    throw e;
+  } finally {
+    if (unfinished > 0) await new Promise<void>((r) => { drained = r; });
   }
-  await tail;
+  if (failure) throw failure.e;
 }
 
 /** Compressed writes need whole clusters: write the unaligned edges normally. */

@@ -116,7 +116,7 @@ test('convertImage of a qcow2 with plain, zero, all-zero, compressed and unalloc
   }
 });
 
-test('copyImage: a failed write in the pipelined copy rejects the copy (after the writes in flight), and zeroes over a backing file are written', async () => {
+test('copyImage: a failed write in the pipelined copy rejects the copy (after the writes in flight, at most two), and zeroes over a backing file are written', async () => {
   const t = tmpDir();
   try {
     const bytes = writeSparse(t.path('src.raw'));
@@ -144,7 +144,7 @@ test('copyImage: a failed write in the pipelined copy rejects the copy (after th
       });
       await assert.rejects(copyImage(src, failing), /disk full/);
       assert.equal(writes, 3, 'no write after the failed one');
-      assert.equal(maxInFlight, 1, 'one write at a time');
+      assert.ok(maxInFlight <= 2, 'at most two writes at a time');
       assert.equal(inFlight, 0);
       // zeroOverBacking: the whole target is overwritten, zero ranges included.
       await dst.write(0, new Uint8Array(dst.virtualSize).fill(0xee));
