@@ -194,47 +194,24 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
   // most WRITE_DEPTH at a time: buffered writes to one file serialize in the kernel, but a second one
   // waiting there starts the moment the first ends instead of after this thread's next turn. A ring
   // buffer is read into again only once the writes from it have finished. This thread waits only for
-  // a free buffer, so the event loop (which starts each next write) gets a turn whenever the writes
-  // fall behind. After a failure the queued requests are dropped.
-  const queue: { job: () => unknown; done: () => void }[] = [];
-  let running = 0, unfinished = 0;
-  let drained: (() => void) | undefined;
+  // a free buffer or a free request, so the event loop (which completes the writes) gets a turn
+  // whenever the writes fall behind. After a failure no further request starts.
+  const inFlight = new Set<Promise<void>>();
   let failure: { e: unknown } | undefined;
-  const pump = (): void => {
-    while (running < WRITE_DEPTH && queue.length > 0) {
-      const { job, done } = queue.shift()!;
-      if (failure) {
-        done();
-        continue;
-      }
-      running++;
-      const settle = () => {
-        running--;
-        done();
-        pump();
-      };
-      // Started at once (not on a later tick), so the write reaches the thread pool before the next read.
-      let started: Promise<unknown>;
-      try {
-        started = Promise.resolve(job());
-      } catch (e) {
-        started = Promise.reject(e);
-      }
-      started.then(settle, (e: unknown) => {
-        failure ??= { e };
-        settle();
-      });
-    }
+  /**
+   * Starts `job` as soon as fewer than WRITE_DEPTH requests run (at once if that is now, so the write
+   * reaches the thread pool before the next read), unless a request has failed; the request, which
+   * never rejects, goes into `writes` (a ring buffer's) if given.
+   */
+  const start = async (job: () => unknown, writes?: Promise<void>[]): Promise<void> => {
+    while (inFlight.size >= WRITE_DEPTH) await Promise.race(inFlight);
+    if (failure) return;
+    const request: Promise<void> = (async () => { await job(); })()
+      .catch((e: unknown) => { failure ??= { e }; })
+      .finally(() => inFlight.delete(request));
+    inFlight.add(request);
+    writes?.push(request);
   };
-  /** Queues a request; the promise settles (never rejects) once it has finished or been dropped. */
-  const enqueue = (job: () => unknown): Promise<void> => new Promise((resolve) => {
-    unfinished++;
-    queue.push({ job, done: () => {
-      resolve();
-      if (--unfinished === 0) drained?.();
-    } });
-    pump();
-  });
   const size = Math.max(PIECE, unit);
   const ring = Array.from({ length: RING }, () => ({ buf: new Uint8Array(size), writes: [] as Promise<void>[] }));
   let turn = 0, sinceYield = 0;
@@ -246,7 +223,7 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
         const a0 = i < ranges.length ? ranges[i]! : end, b0 = i < ranges.length ? ranges[i + 1]! : end;
         if (a0 > pos && opts.zeroOverBacking) {
           const at = pos;
-          void enqueue(() => dst.writeZeroes(at, a0 - at));
+          await start(() => dst.writeZeroes(at, a0 - at));
         }
         pos = b0;
         for (let a = a0, b = a; a < b0 && !failure; a = b) {
@@ -257,14 +234,18 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
           if (failure) break;
           const data = slot.buf.subarray(0, b - a), at = a;
           if (!src.readSync(a, data)) await read(a, data);
+          const runs: [number, number, boolean][] = [];
           eachRun(data, a, (p, q, zero) => {
-            if (!zero) slot.writes.push(enqueue(() => dst.write(at + p, data.subarray(p, q))));
-            else if (opts.zeroOverBacking) slot.writes.push(enqueue(() => dst.writeZeroes(at + p, q - p)));
+            runs.push([p, q, zero]);
             return true;
           });
+          for (const [p, q, zero] of runs) {
+            if (!zero) await start(() => dst.write(at + p, data.subarray(p, q)), slot.writes);
+            else if (opts.zeroOverBacking) await start(() => dst.writeZeroes(at + p, q - p), slot.writes);
+          }
         }
       }
-      if (opts.onProgress) void enqueue(() => opts.onProgress!(end, total));
+      if (opts.onProgress) await start(() => opts.onProgress!(end, total));
       sinceYield += end - off;
       off = end;
       if (sinceYield >= YIELD_EVERY) {
@@ -273,7 +254,7 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
       }
     }
   } finally {
-    if (unfinished > 0) await new Promise<void>((r) => { drained = r; });
+    await Promise.all(inFlight);
   }
   if (failure) throw failure.e;
 }
