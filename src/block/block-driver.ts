@@ -33,12 +33,12 @@ export interface BlockDriver {
   readInto?(offset: number, buf: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;
   /**
-   * Bulk-copy fast path (convert): when the write can be done at once (plain data in this image's file,
+   * Bulk-copy fast path (convert): when the read can be done at once (plain data in this image's file,
    * metadata at hand, no other request it would have to wait for), do it synchronously and return true;
-   * otherwise do nothing and return false, and the caller uses write. It blocks the event loop for the
-   * duration of the file I/O, which a copy loop with nothing else to do does not mind.
+   * otherwise do nothing and return false, and the caller uses readInto/read. It blocks the event loop
+   * for the duration of the file I/O, which a copy loop with nothing else to do does not mind.
    */
-  writeSync?(offset: number, data: Uint8Array): boolean;
+  readSync?(offset: number, buf: Uint8Array): boolean;
   /** blockStatus at once, or undefined (then use blockStatus); it may describe a shorter stretch. */
   blockStatusSync?(offset: number, length: number): BlockStatus | undefined;
   writeZeroes(offset: number, length: number): Promise<void>;

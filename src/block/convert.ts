@@ -18,9 +18,11 @@ export interface ConvertOptions extends CreateImageOptions {
 /** Bytes per request, and requests in flight, of the asynchronous copy (as qemu-img: 2 MiB buffers, several at once). */
 const CHUNK = 2 << 20;
 const PARALLEL = 8;
-/** The pipelined copy reads ahead into RING buffers of PIECE bytes (or a destination cluster, if larger). */
+/** The pipelined copy reads into a ring of RING buffers of PIECE bytes (or a destination cluster, if larger). */
 const PIECE = 512 << 10;
 const RING = 4;
+/** Destination requests of the pipelined copy in flight at once. */
+const WRITE_DEPTH = 2;
 /** The pipelined copy lets the event loop run after this many bytes (a source of holes writes nothing). */
 const YIELD_EVERY = 64 << 20;
 
@@ -58,10 +60,10 @@ export interface CopyOptions {
 /**
  * Copies `src` into `dst` (at least as big), CHUNK bytes at a time; ranges the source reports as zero
  * are not read, and zero blocks (destination clusters, 4 KiB for other formats) are not written.
- * A destination with synchronous writes (writeSync) is written as a pipeline: the next pieces are read
- * on the thread pool, into a small ring of buffers, while this thread looks for zero blocks in the
- * previous ones and writes them. Otherwise, and for compression and -S, PARALLEL chunks are copied at
- * once through the drivers' asynchronous calls.
+ * A source with synchronous reads (readSync) is copied as a pipeline: this thread reads (and looks for
+ * zero blocks) while the previous pieces are written on the thread pool, WRITE_DEPTH at a time, through
+ * a small ring of buffers. Otherwise, and for compression and -S, PARALLEL chunks are copied at once
+ * through the drivers' asynchronous calls.
  */
 export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOptions = {}): Promise<void> {
   const total = src.virtualSize;
@@ -164,7 +166,7 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     for (const r of rs) if (r.status === 'rejected') throw r.reason;
   };
 
-  if (compress || minSparse !== undefined || dst.writeSync === undefined) {
+  if (compress || minSparse !== undefined || src.readSync === undefined) {
     let next = 0, done = 0;
     let failure: { e: unknown } | undefined;
     const worker = async (): Promise<void> => {
@@ -188,76 +190,73 @@ export async function copyImage(src: BlockDriver, dst: BlockDriver, opts: CopyOp
     return;
   }
 
-  // The pipeline: up to RING reads run ahead on the thread pool, each into its own buffer, while this
-  // thread writes the pieces that have arrived, in order, at once (writeSync) where the destination
-  // can. Writing is the slower side (new page-cache pages, one file), so it is the one kept off the
-  // pool's queue and its hand-offs between threads. Progress is reported as the writes pass the end
-  // of each chunk.
+  // The pipeline. Requests to the destination (writes, zeroes, progress reports) start in order, at
+  // most WRITE_DEPTH at a time: buffered writes to one file serialize in the kernel, but a second one
+  // waiting there starts the moment the first ends instead of after this thread's next turn. A ring
+  // buffer is read into again only once the writes from it have finished. This thread waits only for
+  // a free buffer or a free request, so the event loop (which completes the writes) gets a turn
+  // whenever the writes fall behind. After a failure no further request starts.
+  const inFlight = new Set<Promise<void>>();
+  let failure: { e: unknown } | undefined;
+  /**
+   * Starts `job` as soon as fewer than WRITE_DEPTH requests run (at once if that is now, so the write
+   * reaches the thread pool before the next read), unless a request has failed; the request, which
+   * never rejects, goes into `writes` (a ring buffer's) if given.
+   */
+  const start = async (job: () => unknown, writes?: Promise<void>[]): Promise<void> => {
+    while (inFlight.size >= WRITE_DEPTH) await Promise.race(inFlight);
+    if (failure) return;
+    const request: Promise<void> = (async () => { await job(); })()
+      .catch((e: unknown) => { failure ??= { e }; })
+      .finally(() => inFlight.delete(request));
+    inFlight.add(request);
+    writes?.push(request);
+  };
   const size = Math.max(PIECE, unit);
-  type Step = { at: number; buf: Uint8Array<ArrayBuffer>; data: Uint8Array; done: Promise<void> } | { progress: number };
-  const queue: Step[] = [];
-  const free = Array.from({ length: RING }, () => new Uint8Array(size));
-  const runs: [number, number, boolean][] = [];
-  const writePiece = async (at: number, data: Uint8Array): Promise<void> => {
-    runs.length = 0;
-    eachRun(data, at, (p, q, zero) => {
-      runs.push([p, q, zero]);
-      return true;
-    });
-    for (const [p, q, zero] of runs) {
-      if (!zero) {
-        const d = data.subarray(p, q);
-        if (!dst.writeSync!(at + p, d)) await dst.write(at + p, d);
-      } else if (opts.zeroOverBacking) {
-        await dst.writeZeroes(at + p, q - p);
-      }
-    }
-  };
-  /** The oldest step: its piece written once read (its buffer is then free again), or its progress reported. */
-  const next = async (): Promise<void> => {
-    const step = queue.shift()!;
-    if ('progress' in step) {
-      opts.onProgress!(step.progress, total);
-      return;
-    }
-    await step.done;
-    await writePiece(step.at, step.data);
-    free.push(step.buf);
-  };
-  let sinceYield = 0;
+  const ring = Array.from({ length: RING }, () => ({ buf: new Uint8Array(size), writes: [] as Promise<void>[] }));
+  let turn = 0, sinceYield = 0;
   try {
-    for (let off = 0; off < total;) {
+    for (let off = 0; off < total && !failure;) {
       const end = Math.min(off + chunk - (off % chunk), total);
       const ranges = await dataUnits(off, end);
-      for (let i = 0, pos = off; i <= ranges.length; i += 2) {
+      for (let i = 0, pos = off; i <= ranges.length && !failure; i += 2) {
         const a0 = i < ranges.length ? ranges[i]! : end, b0 = i < ranges.length ? ranges[i + 1]! : end;
-        // Holes and data are disjoint: their writes need no order.
-        if (a0 > pos && opts.zeroOverBacking) await dst.writeZeroes(pos, a0 - pos);
+        if (a0 > pos && opts.zeroOverBacking) {
+          const at = pos;
+          await start(() => dst.writeZeroes(at, a0 - at));
+        }
         pos = b0;
-        for (let a = a0, b = a; a < b0; a = b) {
+        for (let a = a0, b = a; a < b0 && !failure; a = b) {
           b = Math.min(b0, (Math.floor(a / size) + 1) * size);
-          while (free.length === 0) await next();
-          const buf = free.pop()!, data = buf.subarray(0, b - a);
-          const done = read(a, data);
-          done.catch(() => undefined); // a failed read is reported when its turn comes (or after another failure, not at all)
-          queue.push({ at: a, buf, data, done });
+          const slot = ring[turn++ % RING]!;
+          await Promise.all(slot.writes);
+          slot.writes.length = 0;
+          if (failure) break;
+          const data = slot.buf.subarray(0, b - a), at = a;
+          if (!src.readSync(a, data)) await read(a, data);
+          const runs: [number, number, boolean][] = [];
+          eachRun(data, a, (p, q, zero) => {
+            runs.push([p, q, zero]);
+            return true;
+          });
+          for (const [p, q, zero] of runs) {
+            if (!zero) await start(() => dst.write(at + p, data.subarray(p, q)), slot.writes);
+            else if (opts.zeroOverBacking) await start(() => dst.writeZeroes(at + p, q - p), slot.writes);
+          }
         }
       }
-      if (opts.onProgress) queue.push({ progress: end });
+      if (opts.onProgress) await start(() => opts.onProgress!(end, total));
       sinceYield += end - off;
       off = end;
       if (sinceYield >= YIELD_EVERY) {
-        // Also bounds the queue where long holes add progress steps but no reads.
-        while (queue.length > 0) await next();
         sinceYield = 0;
         await new Promise((r) => setImmediate(r));
       }
     }
-    while (queue.length > 0) await next();
   } finally {
-    // After a failure the reads still running finish before their buffers are let go.
-    await Promise.allSettled(queue.map((step) => ('done' in step ? step.done : undefined)));
+    await Promise.all(inFlight);
   }
+  if (failure) throw failure.e;
 }
 
 /** Compressed writes need whole clusters: write the unaligned edges normally. */

@@ -1,4 +1,4 @@
-import { read as readCb, write as writeCb, writeSync } from 'node:fs';
+import { read as readCb, readSync, write as writeCb } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { TsvmError, errorMessage } from '../base/errors.js';
 
@@ -84,14 +84,21 @@ export class BlockFile {
   }
 
   /**
-   * pwrite without the thread pool: blocks the event loop, but costs far less per request (bulk copies
-   * that have nothing else to do meanwhile).
+   * preadInto without the thread pool: blocks the event loop, but costs far less per request (bulk copies
+   * that have nothing else to do meanwhile). Bytes past the end of the file read as zero.
    */
-  pwriteSync(offset: number, data: Uint8Array): void {
-    if (this.readOnly) throw new TsvmError(`'${this.path}' is read-only`);
-    if (!Number.isSafeInteger(offset + data.length) || offset < 0) throw this.badOffset(offset);
-    if (offset + data.length > this.high) this.high = offset + data.length;
-    for (let done = 0; done < data.length;) done += writeSync(this.fh.fd, data, done, data.length - done, offset + done);
+  preadSync(buf: Uint8Array, offset: number): number {
+    if (!Number.isSafeInteger(offset + buf.length) || offset < 0) throw this.badOffset(offset);
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(this.fh.fd, buf, done, buf.length - done, offset + done);
+      if (n === 0) {
+        buf.fill(0, done);
+        break;
+      }
+      done += n;
+    }
+    return done;
   }
 
   pwrite(offset: number, data: Uint8Array): Promise<void> {

@@ -50,17 +50,16 @@ export class RawImage implements BlockDriver {
     await this.file.preadInto(buf, offset);
   }
 
+  readSync(offset: number, buf: Uint8Array): boolean {
+    checkRange(this, offset, buf.length);
+    this.file.preadSync(buf, offset);
+    return true;
+  }
+
   async write(offset: number, data: Uint8Array): Promise<void> {
     checkRange(this, offset, data.length);
     this.writable();
     await this.file.pwrite(offset, data);
-  }
-
-  writeSync(offset: number, data: Uint8Array): boolean {
-    checkRange(this, offset, data.length);
-    this.writable();
-    this.file.pwriteSync(offset, data);
-    return true;
   }
 
   async writeZeroes(offset: number, length: number): Promise<void> {

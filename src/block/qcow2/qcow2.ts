@@ -99,8 +99,6 @@ interface DirtyRange {
 let inflateRawSync: typeof import('node:zlib').inflateRawSync | undefined;
 let deflateRawParallel: typeof DeflateRawParallel | undefined;
 
-const DONE = Promise.resolve();
-
 const UNALLOC: Mapping = { kind: 'unalloc', host: 0, copied: false, hi: 0, lo: 0, allocMask: 0, zeroMask: 0 };
 const MAX_BATCH_BYTES = 16 << 20;
 
@@ -771,6 +769,18 @@ export class Qcow2Image implements BlockDriver {
     if (data !== buf) buf.set(data);
   }
 
+  /** readInto done synchronously when tryFastRead could do it (see BlockDriver.readSync). */
+  readSync(offset: number, buf: Uint8Array): boolean {
+    checkRange(this, offset, buf.length);
+    if (this.closed) throw new TsvmError('image is closed');
+    if (buf.length === 0) return true;
+    const plan = this.fastReadPlan(offset, buf.length, false, buf);
+    if (plan === undefined) return false;
+    const runs = plan.runs;
+    for (let j = 0; j < runs.length; j += 3) this.file.preadSync(buf.subarray(runs[j + 1]!, runs[j + 2]!), runs[j]!);
+    return true;
+  }
+
   /** Reads without the mutex (see tryFastWrite) when only cached, plain clusters are involved. */
   private tryFastRead(offset: number, length: number, inLock: boolean, into?: Uint8Array): Promise<Uint8Array> | undefined {
     const plan = this.fastReadPlan(offset, length, inLock, into);
@@ -1109,13 +1119,6 @@ export class Qcow2Image implements BlockDriver {
       this.fastOrLocked(() => this.tryFastWrite(offset, data, true), () => this.writeLocked(offset, data));
   }
 
-  /** write() done synchronously when the fast path can do it (see BlockDriver.writeSync). */
-  writeSync(offset: number, data: Uint8Array): boolean {
-    checkRange(this, offset, data.length);
-    this.writable();
-    return data.length === 0 || this.tryFastWrite(offset, data, false, true) !== undefined;
-  }
-
   /**
    * The common write without the mutex: no other request waits for it, the L2 table is cached and
    * writable, the clusters are ones this image owns (written in place) or unallocated/zero ones to be
@@ -1123,7 +1126,7 @@ export class Qcow2Image implements BlockDriver {
    * updated in memory at once (so concurrent requests see the new mapping, and wait through `busy`
    * for the data) and written back later by writeDirty. Returns undefined when the slow path must run.
    */
-  private tryFastWrite(offset: number, data: Uint8Array, inLock: boolean, sync = false): Promise<void> | undefined {
+  private tryFastWrite(offset: number, data: Uint8Array, inLock: boolean): Promise<void> | undefined {
     const len = data.length;
     if (len === 0 || this.syncMetadata || this.extendedL2 || this.ro || (!inLock && !this.mutex.idle)) return undefined;
     const cs = this.cs, l2e = this.l2Entries;
@@ -1159,7 +1162,7 @@ export class Qcow2Image implements BlockDriver {
       hosts = this.allocSync(fresh);
       if (hosts === undefined) return undefined;
     }
-    // From here on nothing fails synchronously (but sync file writes, after the loop).
+    // From here on nothing fails synchronously.
     const puts: [number, Uint8Array][] = [];
     const revert: number[] = [];
     let runHost = -1, runStart = 0, runEnd = 0;
@@ -1215,16 +1218,6 @@ export class Qcow2Image implements BlockDriver {
         dv.setUint32(revert[j]! + 4, revert[j + 2]!);
       }
     };
-    if (sync) {
-      // Nothing else runs meanwhile: no need to mark the clusters busy.
-      try {
-        for (const [h, b] of puts) this.file.pwriteSync(h, b);
-      } catch (e) {
-        undo();
-        throw e;
-      }
-      return DONE;
-    }
     const ios = puts.map(([h, b]) => this.file.pwrite(h, b));
     for (let g = g0; g <= g1; g++) this.busy.set(g, -1);
     this.inflight++;
