@@ -32,7 +32,7 @@ if (spawnSync('qemu-img', ['--version']).status !== 0) {
 
 async function run(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tsvm-bench-img-'));
-  const tsvmImg = fileURLToPath(new URL('../src/cli/tsvm-img.js', import.meta.url));
+  const tsvmImg = fileURLToPath(new URL('../bin/tsvm-img.js', import.meta.url));
   try {
     const input = join(dir, 'input.raw');
     writeInput(input);

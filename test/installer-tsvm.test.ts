@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { buildInstallerCd, bootInstalled, createDiskImage, missingInstallerTools, runInstallFlow } from '../src/guest/installer/index.js';
 import { HAVE_QEMU, TSVM } from './guest-helpers.js';
 
-const TSVM_IMG = fileURLToPath(new URL('../src/cli/tsvm-img.js', import.meta.url));
+const TSVM_IMG = fileURLToPath(new URL('../bin/tsvm-img.js', import.meta.url));
 const tsvm = [process.execPath, TSVM];
 
 /** The classic flow on tsvm: a fresh qcow disk made by tsvm-img, the installer CD, then the disk alone. */

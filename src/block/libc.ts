@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * The few libc calls Node's fs module lacks (image locks, hole detection), through koffi. Loaded once, on
@@ -45,25 +46,37 @@ type Koffi = typeof import('koffi');
 
 /**
  * koffi's native module. Its entry point spends 10-40 ms (on a 2-vCPU VM) finding the binary: ELF header
- * parsing, one require per candidate package, wrappers for deprecated calls. tsvm-img pays that on every
- * command (image locks, raw holes), so on Linux this loads the prebuilt glibc binary of koffi's platform
- * package itself (~2 ms), next to koffi as npm installs it; anything else goes through koffi's loader.
+ * parsing, one require per candidate package, wrappers for deprecated calls; Node's own package resolution
+ * of 'koffi' costs ~4 ms more. tsvm-img pays that on every command (image locks, raw holes), so on Linux
+ * this finds koffi as npm installs it (node_modules in this file's directory or above, its platform
+ * package beside it or inside it) and opens the prebuilt glibc binary itself (~2.5 ms in all); anything
+ * else goes through koffi's loader.
  */
 function loadKoffi(): Koffi {
-  const require = createRequire(import.meta.url);
   if (process.platform === 'linux') {
-    try {
-      const koffiDir = dirname(require.resolve('koffi'));
-      const dir = dirname(require.resolve(`@koromix/koffi-linux-${process.arch}/package.json`, { paths: [koffiDir] }));
-      const native = require(`${dir}/linux_${process.arch}/koffi.node`) as Koffi;
-      // As koffi's loader: the binary must be the one of this koffi version.
-      const { version } = JSON.parse(readFileSync(`${koffiDir}/package.json`, 'utf8')) as { version?: string };
-      if (typeof native.load === 'function' && native.version === version) return native;
-    } catch {
-      // Not laid out as npm does it (or musl): koffi finds its binary itself.
+    const platformPackage = `@koromix/koffi-linux-${process.arch}`;
+    for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+      const koffiDir = join(dir, 'node_modules', 'koffi');
+      if (existsSync(join(koffiDir, 'package.json'))) {
+        for (const packageDir of [join(dir, 'node_modules', platformPackage), join(koffiDir, 'node_modules', platformPackage)]) {
+          const binary = join(packageDir, `linux_${process.arch}`, 'koffi.node');
+          if (!existsSync(binary)) continue;
+          try {
+            const native = { exports: {} as Koffi };
+            process.dlopen(native, binary);
+            // As koffi's loader: the binary must be the one of this koffi version.
+            const { version } = JSON.parse(readFileSync(join(koffiDir, 'package.json'), 'utf8')) as { version?: string };
+            if (typeof native.exports.load === 'function' && native.exports.version === version) return native.exports;
+          } catch {
+            // Not loadable here (musl, say): koffi finds its binary itself.
+          }
+        }
+        break;
+      }
+      if (dirname(dir) === dir) break;
     }
   }
-  return require('koffi') as Koffi;
+  return createRequire(import.meta.url)('koffi') as Koffi;
 }
 
 /** For tests: make loadLibc() return null (true) or work again (false). */

@@ -8,10 +8,11 @@ import { parseSize } from './img/units.js';
 /**
  * Disk image tool with qemu-img's commands, options, output and exit codes (raw, qcow2, qcow).
  *
- * It is a short-lived process, so it starts lean: each command loads its own modules (and the block
- * layer only the image formats it meets), and V8's optimizing compiler is held back for the first
- * second. A run of a few hundred milliseconds spends more on compiling (threads, fresh memory) than
- * the optimized code gives back; longer runs get it after that.
+ * It is a short-lived process, so it starts lean: it is installed as one bundled file
+ * (scripts/bundle-cli.mjs), each command runs only its own modules (and the block layer only the image
+ * formats it meets), and V8's optimizing compiler is held back for the first second. A run of a few
+ * hundred milliseconds spends more on compiling (threads, fresh memory) than the optimized code gives
+ * back; longer runs get it after that.
  */
 setFlagsFromString('--no-opt');
 setTimeout(() => setFlagsFromString('--opt'), 1000).unref();

@@ -6,7 +6,8 @@ import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, statSync, 
 import { fileURLToPath } from 'node:url';
 import { hasQemuImg, hasQemuIo, pattern, qemuImg, qemuImgStatus, qemuIo, tmpDir, writeSparse } from '../../block/test-helpers.js';
 
-const CLI = fileURLToPath(new URL('../tsvm-img.js', import.meta.url));
+/** The installed command: the bundle (scripts/bundle-cli.mjs), as users run it. */
+const CLI = fileURLToPath(new URL('../../../bin/tsvm-img.js', import.meta.url));
 const skip = hasQemuImg && hasQemuIo ? false : 'qemu-img and qemu-io (qemu-utils) are not installed';
 
 function tsvmImg(cwd: string, ...args: string[]): { status: number; stdout: string; stderr: string } {
