@@ -10,13 +10,14 @@ import { createImage, openImage } from '../src/block/index.js';
  * 1 GiB input (half data, half holes) raw → qcow2, qcow2 → raw and raw → compressed qcow2; and 4 KiB writes
  * scattered over a fresh 1 GiB qcow2 (the offsets `qemu-img bench -w -S` visits, 64 in flight).
  * Each measurement runs RUNS times per side, alternating which side goes first, on a fresh output
- * file each time; the best time of each side counts (the machine may be busy with other work).
+ * file each time, after `sync` (so that neither side pays for writing back the other's output); the
+ * best time of each side counts (the machine may be busy with other work).
  */
 const SIZE = 1 << 30;
 const WRITES = 20_000;
 const STEP = 4096 * 7919; // a prime number of 4 KiB blocks: the offsets wrap around the disk without repeating soon
 const DEPTH = 64;
-const RUNS = 3;
+const RUNS = 5;
 /**
  * Both tools run without NODE_EXTRA_CA_CERTS: Node 20 parses that extra CA bundle at startup (~70 ms on
  * the 2-vCPU VM this was measured on, where the environment sets it), which a disk tool never needs (it
@@ -37,6 +38,7 @@ async function run(): Promise<void> {
     const input = join(dir, 'input.raw');
     writeInput(input);
     const time = (cmd: string, args: string[]) => {
+      execFileSync('sync');
       const t0 = performance.now();
       execFileSync(cmd, args, { stdio: 'ignore', env: TOOL_ENV });
       return (performance.now() - t0) / 1000;
@@ -120,6 +122,7 @@ async function blockLayerWrites(path: string): Promise<number> {
   await createImage(path, 'qcow2', SIZE, {});
   const image = await openImage(path);
   const buf = new Uint8Array(4096).fill(0xa5);
+  execFileSync('sync'); // as before qemu-img's run (see time())
   let next = 0;
   const t0 = performance.now();
   const worker = async () => {
