@@ -53,30 +53,32 @@ type Koffi = typeof import('koffi');
  * else goes through koffi's loader.
  */
 function loadKoffi(): Koffi {
-  if (process.platform === 'linux') {
-    const platformPackage = `@koromix/koffi-linux-${process.arch}`;
-    for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-      const koffiDir = join(dir, 'node_modules', 'koffi');
-      if (existsSync(join(koffiDir, 'package.json'))) {
-        for (const packageDir of [join(dir, 'node_modules', platformPackage), join(koffiDir, 'node_modules', platformPackage)]) {
-          const binary = join(packageDir, `linux_${process.arch}`, 'koffi.node');
-          if (!existsSync(binary)) continue;
-          try {
-            const native = { exports: {} as Koffi };
-            process.dlopen(native, binary);
-            // As koffi's loader: the binary must be the one of this koffi version.
-            const { version } = JSON.parse(readFileSync(join(koffiDir, 'package.json'), 'utf8')) as { version?: string };
-            if (typeof native.exports.load === 'function' && native.exports.version === version) return native.exports;
-          } catch {
-            // Not loadable here (musl, say): koffi finds its binary itself.
-          }
-        }
-        break;
-      }
-      if (dirname(dir) === dir) break;
+  const prebuilt = process.platform === 'linux' ? prebuiltKoffi() : undefined;
+  if (prebuilt !== undefined) {
+    try {
+      const native = { exports: {} as Koffi };
+      process.dlopen(native, prebuilt.binary);
+      // As koffi's loader: the binary must be the one of this koffi version.
+      const { version } = JSON.parse(readFileSync(join(prebuilt.koffiDir, 'package.json'), 'utf8')) as { version?: string };
+      if (typeof native.exports.load === 'function' && native.exports.version === version) return native.exports;
+    } catch {
+      // Not loadable here (musl, say): koffi finds its binary itself.
     }
   }
   return createRequire(import.meta.url)('koffi') as Koffi;
+}
+
+/** The nearest koffi as npm installs it, and the glibc binary of its platform package (beside it or inside it). */
+function prebuiltKoffi(): { koffiDir: string; binary: string } | undefined {
+  const binaryPath = join('@koromix', `koffi-linux-${process.arch}`, `linux_${process.arch}`, 'koffi.node');
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const koffiDir = join(dir, 'node_modules', 'koffi');
+    if (existsSync(join(koffiDir, 'package.json'))) {
+      const binary = [join(dir, 'node_modules', binaryPath), join(koffiDir, 'node_modules', binaryPath)].find((p) => existsSync(p));
+      return binary === undefined ? undefined : { koffiDir, binary };
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
 }
 
 /** For tests: make loadLibc() return null (true) or work again (false). */
