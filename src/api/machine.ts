@@ -17,8 +17,10 @@ export { defaultMachineConfig };
 
 /** How a machine ended. */
 export interface MachineExit {
-  reason: 'poweroff' | 'reboot' | 'quit' | 'error';
+  reason: 'poweroff' | 'reboot' | 'quit' | 'error' | 'debug-exit';
   message?: string;
+  /** With 'debug-exit': the process exit status the guest asked for. */
+  status?: number;
 }
 
 /**
@@ -36,6 +38,8 @@ export class Machine {
   private readonly consoles: HostConsole[];
   private vnc: VncServer | null = null;
   private pending: 'none' | 'reset' | 'poweroff' = 'none';
+  /** Set by a guest write to isa-debug-exit; ends the machine at once. */
+  private debugExitStatus: number | null = null;
   private finished = false;
 
   private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined, private readonly drives: (OpenedDrive | undefined)[]) {
@@ -50,6 +54,10 @@ export class Machine {
       requestReset: () => this.request('reset'),
       requestPowerOff: () => this.request('poweroff'),
       wake: () => this.runner?.wake(),
+      debugExit: (status) => {
+        this.debugExitStatus ??= status;
+        this.pc.cpu.requestExit();
+      },
     });
     this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event), () => this.pc.ioPending());
   }
@@ -119,6 +127,10 @@ export class Machine {
   }
 
   private onCpuEvent(event: 'triple-fault' | 'exit-request'): boolean {
+    if (this.debugExitStatus !== null) {
+      void this.finish({ reason: 'debug-exit', status: this.debugExitStatus });
+      return false;
+    }
     if (event === 'triple-fault') this.pending = 'reset';
     const pending = this.pending;
     this.pending = 'none';

@@ -16,7 +16,7 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['enable-kvm'], takesValue: false, help: 'same as -accel kvm' },
   { names: ['m'], takesValue: true, help: 'guest RAM size in MiB, or with a suffix (256, 1G)' },
   { names: ['smp'], takesValue: true, help: 'number of CPUs' },
-  { names: ['kernel'], takesValue: true, help: 'boot this Linux bzImage directly' },
+  { names: ['kernel'], takesValue: true, help: 'boot this Linux bzImage or Multiboot kernel directly' },
   { names: ['initrd'], takesValue: true, help: 'initial ram disk for -kernel' },
   { names: ['append'], takesValue: true, help: 'kernel command line for -kernel' },
   { names: ['bios'], takesValue: true, help: 'firmware image (default: Debian SeaBIOS)' },
@@ -28,6 +28,7 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['serial'], takesValue: true, help: 'serial port: stdio, file:PATH, unix:PATH[,server][,nowait], none' },
   { names: ['debugcon'], takesValue: true, help: 'debug console (port 0xe9): stdio, file:PATH, none' },
   { names: ['global'], takesValue: true, help: 'device property: isa-debugcon.iobase=PORT (SeaBIOS prints to 0x402)' },
+  { names: ['device'], takesValue: true, help: 'isa-debug-exit[,iobase=PORT][,iosize=N]: a guest write to PORT exits with status (value << 1) | 1' },
   { names: ['hda'], takesValue: true, help: 'first IDE hard disk image' },
   { names: ['hdb'], takesValue: true, help: 'second IDE hard disk image' },
   { names: ['hdc'], takesValue: true, help: 'third IDE hard disk image' },
@@ -115,6 +116,21 @@ function parseBoot(text: string, config: MachineConfig): void {
   }
 }
 
+/** `-device isa-debug-exit[,iobase=P][,iosize=N]`, QEMU's defaults 0x501 and 2; the only -device supported. */
+function parseDebugExitDevice(text: string): { iobase: number; iosize: number } {
+  const [[, driver], ...properties] = parseKeyValueList(text, 'driver');
+  if (driver !== 'isa-debug-exit') throw new TsvmError(`-device ${text}: unsupported device (supported: isa-debug-exit)`);
+  const device = { iobase: 0x501, iosize: 2 };
+  for (const [k, v] of properties) {
+    const n = /^(0x[0-9a-f]+|\d+)$/i.test(v) ? Number(v) : NaN;
+    if (k === 'iobase' && n >= 0 && n <= 0xffff) device.iobase = n;
+    else if (k === 'iosize' && n >= 1 && n <= 4) device.iosize = n;
+    else throw new TsvmError(`-device ${text}: bad or unknown property '${k}'`);
+  }
+  if (device.iobase + device.iosize > 0x10000) throw new TsvmError(`-device ${text}: ports beyond 0xffff`);
+  return device;
+}
+
 export function parseTsvmArgs(argv: string[]): TsvmInvocation {
   const config = defaultMachineConfig();
   let serialGiven = false;
@@ -190,6 +206,7 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
         config.drives.push(parseDrive(v));
         firmwareBootMedia = true;
         break;
+      case 'device': config.debugExit = parseDebugExitDevice(v); break;
       case 'boot': parseBoot(v, config); break;
       case 'name': config.name = parseKeyValueList(v, 'guest')[0]?.[1]; break;
       case 'pidfile': config.pidfile = v; break;

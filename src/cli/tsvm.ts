@@ -47,7 +47,7 @@ async function main(): Promise<number> {
     }
   }
   if (exit.reason === 'error') throw new TsvmError(exit.message ?? 'the machine stopped with an error');
-  return 0;
+  return exit.reason === 'debug-exit' ? exit.status! & 0xff : 0;
 }
 
 runMain('tsvm', main);

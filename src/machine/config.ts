@@ -49,6 +49,8 @@ export interface MachineConfig {
   /** The debug console's port (QEMU's isa-debugcon iobase; 0xe9 unless set). */
   debugconPort?: number;
   drives: DriveConfig[];
+  /** QEMU's isa-debug-exit device (-device isa-debug-exit,iobase=...,iosize=...): a guest write ends tsvm. */
+  debugExit?: { iobase: number; iosize: number };
   boot: BootConfig;
   vnc?: string;
   /** -nographic: the VGA exists but nothing shows it; the firmware is told so (it may use the serial port). */

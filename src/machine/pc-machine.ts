@@ -6,6 +6,7 @@ import { acpiLoaderFiles } from '../boot/acpi-tables.js';
 import { parseBzImage } from '../boot/bzimage.js';
 import { DEFAULT_BIOS, DEFAULT_VGA_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
 import { loadLinux } from '../boot/linux-loader.js';
+import { findMultibootHeader, loadMultiboot } from '../boot/multiboot.js';
 import { X86Cpu } from '../cpu/x86/cpu.js';
 import type { X86Registers } from '../cpu/x86/registers.js';
 import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
@@ -17,6 +18,7 @@ import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
 import { Piix3IsaBridge, Piix4PmFunction } from '../devices/pci/piix.js';
+import { IsaDebugExit } from '../devices/isa/debug-exit.js';
 import { I8042 } from '../devices/isa/i8042.js';
 import { Mc146818Rtc } from '../devices/isa/mc146818-rtc.js';
 import { DualPic8259 } from '../devices/isa/pic8259.js';
@@ -42,6 +44,8 @@ export interface PcMachineHost extends SystemControl {
   drives: (OpenedDrive | undefined)[];
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
+  /** The guest wrote to isa-debug-exit: end with this process exit status. */
+  debugExit(status: number): void;
 }
 
 /**
@@ -133,6 +137,9 @@ export class PcMachine {
       const sink = host.debugcon;
       this.io.register(this.config.debugconPort ?? 0xe9, 1, { read: () => 0xe9, write: (_o, _s, v) => sink.write(Uint8Array.of(v)) }, { sizes: 1, name: 'debugcon' });
     }
+    if (config.debugExit) {
+      this.devices.push(new IsaDebugExit(this.io, config.debugExit.iobase, config.debugExit.iosize, (status) => host.debugExit(status)));
+    }
     this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
     this.fillCmos();
     this.boot();
@@ -191,6 +198,12 @@ export class PcMachine {
     this.pci.assignInterruptLines();
     this.pmFunction.configureAsFirmwareDoes();
     this.ide.configureAsFirmwareDoes();
+    const multiboot = findMultibootHeader(this.kernel!);
+    if (multiboot) {
+      if (this.initrd) throw new TsvmError('-initrd: Multiboot modules are not supported');
+      this.cpu.setRegisters(loadMultiboot(this.memory, { name: this.config.kernel!, image: this.kernel!, header: multiboot, commandLine: this.config.append }));
+      return;
+    }
     const kernel = parseBzImage(this.config.kernel!, this.kernel!);
     const registers: X86Registers = loadLinux(this.memory, {
       kernel,
