@@ -1,0 +1,1449 @@
+/*
+ * A bare-metal i386 test guest: system-level checks (exceptions, paging, segments, gates, task switches,
+ * virtual-8086 mode, the I/O permission bitmap, control and debug registers). It boots as a Multiboot (v1)
+ * kernel, prints one line per check on the debug console (port 0xE9),
+ *     name: XXXXXXXX ok              the observed value is what the SDM says
+ *     name: XXXXXXXX FAIL want YYYYYYYY
+ *     name: XXXXXXXX info            the SDM allows more than one outcome (compared, not asserted)
+ * then "done N failed" and writes 0 to isa-debug-exit (port 0xF4): exit status 1. An exception no check
+ * expected prints "unexpected ..." and exits with status 3.
+ *
+ * Exceptions are caught by TRY: the handler records vector, error code, EIP, EFLAGS and CR2, then resumes
+ * ring-0 code at the TRY's label with the TRY's stack (whatever mode or privilege level faulted; general
+ * registers are not restored). Code that
+ * should not fault ends with NOFAULT (INT 0x80), which resumes the same way with vector 0x80.
+ */
+
+        .set DEBUGCON, 0xe9
+        .set DEBUG_EXIT, 0xf4
+        .set STACK0, 0x90000            /* ring-0 stack of the main task */
+        .set STACK0_TSS, 0x70000        /* ring-0 stack for interrupts from ring 3 and v86 (TSS A) */
+        .set STACK_B, 0x60000           /* task B */
+        .set STACK0_V, 0x68000          /* ring-0 stack of the v86 task */
+        .set STACK3, 0x80000            /* ring 3 */
+        .set PD, 0x400000               /* page directory; page tables follow */
+        .set PT0, 0x401000
+        .set PT1, 0x402000
+        .set TESTPAGE, 0x500000         /* a page the paging checks remap */
+        .set OTHERPAGE, 0x501000
+        .set SEGBASE, 0x200000          /* base of the limited data segments */
+        .set V86CS, 0xfff0              /* v86 code segment: linear 0xfff00 + IP reaches the kernel's first 64 KiB */
+
+        .set SEL_CODE0, 0x08
+        .set SEL_DATA0, 0x10
+        .set SEL_CODE3, 0x18
+        .set SEL_DATA3, 0x20
+        .set SEL_TSS_A, 0x28
+        .set SEL_TSS_B, 0x30
+        .set SEL_UP, 0x38               /* data, expand-up, limit 0xfff */
+        .set SEL_DOWN, 0x40             /* data, expand-down, B=1, limit 0xfff */
+        .set SEL_DOWN16, 0x48           /* data, expand-down, B=0, limit 0xfff */
+        .set SEL_NP, 0x50               /* writable data, not present */
+        .set SEL_GATE3, 0x58            /* call gate DPL 3 -> ring 0, 2 parameters */
+        .set SEL_GATE0, 0x60            /* call gate DPL 0 */
+        .set SEL_GATE_NP, 0x68          /* call gate DPL 3, not present */
+        .set SEL_TSS_SHORT, 0x70        /* TSS with limit 0x60 */
+        .set SEL_RODATA, 0x78           /* read-only data */
+        .set SEL_XCODE, 0x80            /* execute-only code */
+        .set SEL_TSS_V, 0x88            /* TSS of a v86 task */
+        .set GDT_ENTRIES, 18
+
+        .set EFLAGS_TF, 0x100
+        .set EFLAGS_IOPL3, 0x3000
+        .set EFLAGS_NT, 0x4000
+        .set EFLAGS_VM, 0x20000
+        .set EFLAGS_AC, 0x40000
+
+        .text
+        .align 4
+multiboot_header:
+        .long 0x1badb002, 0x00000003, -(0x1badb002 + 0x00000003)
+
+/* ---- virtual-8086 code: runs at V86CS:(label - 0xfff00), kept first in .text ---- */
+        .code16
+v86_int30:
+        int $0x30
+v86_cli:
+        cli
+        int $0x80
+v86_int80:
+        int $0x80
+v86_sensitive:
+        cli
+        sti
+        pushf
+        popf
+        int $0x80
+v86_in84:
+        inb $0x84, %al
+        int $0x80
+v86_in80:
+        inb $0x80, %al
+        int $0x80
+v86_task:
+        int $0x30
+        .code32
+
+/* ---- output ---- */
+putc:   /* al */
+        outb %al, $DEBUGCON
+        ret
+puts:   /* esi: zero-terminated */
+        push %eax
+1:      lodsb
+        test %al, %al
+        jz 2f
+        outb %al, $DEBUGCON
+        jmp 1b
+2:      pop %eax
+        ret
+puthex: /* eax, 8 digits */
+        push %ecx
+        push %eax
+        mov $8, %ecx
+1:      rol $4, %eax
+        push %eax
+        and $0xf, %al
+        add $'0', %al
+        cmp $'9', %al
+        jbe 2f
+        add $('a' - '9' - 1), %al
+2:      outb %al, $DEBUGCON
+        pop %eax
+        loop 1b
+        pop %eax
+        pop %ecx
+        ret
+
+/* check: esi name, eax observed, edx expected. info: esi name, eax value. */
+check:
+        call puts
+        push %esi
+        mov $str_colon, %esi
+        call puts
+        call puthex
+        cmp %edx, %eax
+        jne 1f
+        mov $str_ok, %esi
+        call puts
+        pop %esi
+        ret
+1:      incl fail_count
+        mov $str_fail, %esi
+        call puts
+        push %eax
+        mov %edx, %eax
+        call puthex
+        mov $'\n', %al
+        call putc
+        pop %eax
+        pop %esi
+        ret
+info:
+        call puts
+        push %esi
+        mov $str_colon, %esi
+        call puts
+        call puthex
+        mov $str_info, %esi
+        call puts
+        pop %esi
+        ret
+
+        .macro NAME name
+        .pushsection .rodata
+.Lname\@: .asciz "\name"
+        .popsection
+        mov $.Lname\@, %esi
+        .endm
+
+        /* CHECK name, expected: the observed value is in %eax */
+        .macro CHECK name, expected
+        NAME "\name"
+        mov $(\expected), %edx
+        call check
+        .endm
+
+        .macro INFO name
+        NAME "\name"
+        call info
+        .endm
+
+        /* TRY label: exceptions (and NOFAULT) resume at label with this stack */
+        .macro TRY resume
+        movl $\resume, try_resume
+        movl %esp, try_esp
+        movl $0xff, exc_vector
+        movl $0, exc_error
+        .endm
+
+        .macro NOFAULT
+        int $0x80
+        .endm
+
+        /* EXPECT name, vector, error, eip: after a TRY resumed */
+        .macro EXPECT name, vector, error, eip
+        call exc_code
+        CHECK "\name", ((\vector << 16) | (\error))
+        mov exc_eip, %eax
+        CHECK "\name\().eip", \eip
+        .endm
+
+/* exc_code: eax = vector << 16 | error code */
+exc_code:
+        mov exc_vector, %eax
+        shl $16, %eax
+        movzwl exc_error, %edx
+        or %edx, %eax
+        ret
+
+/* ---- exception entry ---- */
+        .macro STUB vector, has_error
+stub_\vector:
+        .if \has_error == 0
+        push $0
+        .endif
+        push $\vector
+        jmp exc_common
+        .endm
+
+        STUB 0, 0
+        STUB 1, 0
+        STUB 2, 0
+        STUB 3, 0
+        STUB 4, 0
+        STUB 5, 0
+        STUB 6, 0
+        STUB 7, 0
+        STUB 8, 1
+        STUB 9, 0
+        STUB 10, 1
+        STUB 11, 1
+        STUB 12, 1
+        STUB 13, 1
+        STUB 14, 1
+        STUB 15, 0
+        STUB 16, 0
+        STUB 17, 1
+        STUB 18, 0
+        STUB 19, 0
+        STUB 0x30, 0
+        STUB 0x80, 0
+
+exc_common:
+        pusha
+        push %ds
+        push %es
+        mov $SEL_DATA0, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov 40(%esp), %eax
+        mov %eax, exc_vector
+        mov 44(%esp), %eax
+        mov %eax, exc_error
+        mov 48(%esp), %eax
+        mov %eax, exc_eip
+        mov 52(%esp), %eax
+        mov %eax, exc_cs
+        mov 56(%esp), %eax
+        mov %eax, exc_eflags
+        mov %cr2, %eax
+        mov %eax, exc_cr2
+        lea 48(%esp), %eax
+        mov %eax, exc_frame
+        incl exc_count
+        mov try_resume, %eax
+        cmp $1, %eax
+        je 2f
+        test %eax, %eax
+        jz unexpected
+        movl $0, try_resume
+        mov $SEL_DATA0, %bx
+        mov %bx, %ss
+        mov try_esp, %esp
+        mov %bx, %fs
+        mov %bx, %gs
+        jmp *%eax
+        /* try_resume == 1: return to the interrupted code (after exc_hook, if any, with the frame at %ebp) */
+2:      mov exc_hook, %eax
+        test %eax, %eax
+        jz 3f
+        lea 48(%esp), %ebp
+        call *%eax
+3:      pop %es
+        pop %ds
+        popa
+        add $8, %esp
+        iret
+
+unexpected:
+        mov $str_unexpected, %esi
+        call puts
+        mov exc_vector, %eax
+        call puthex
+        mov $' ', %al
+        call putc
+        mov exc_error, %eax
+        call puthex
+        mov $' ', %al
+        call putc
+        mov exc_eip, %eax
+        call puthex
+        mov $'\n', %al
+        call putc
+        mov $1, %eax
+        outl %eax, $DEBUG_EXIT
+        cli
+        hlt
+
+/* ---- descriptor tables ---- */
+/* set_desc: eax selector, ebx base, ecx limit (20 bits), edx = access | flags nibble << 8 */
+set_desc:
+        push %edi
+        and $0xfff8, %eax
+        lea gdt(%eax), %edi
+        mov %cx, (%edi)
+        mov %bx, 2(%edi)
+        mov %ebx, %eax
+        shr $16, %eax
+        mov %al, 4(%edi)
+        mov %dl, 5(%edi)
+        mov %ecx, %eax
+        shr $16, %eax
+        and $0xf, %al
+        shl $4, %dh
+        or %dh, %al
+        mov %al, 6(%edi)
+        shr $24, %ebx
+        mov %bl, 7(%edi)
+        pop %edi
+        ret
+
+        .macro DESC sel, base, limit, access, flags
+        mov $\sel, %eax
+        mov $\base, %ebx
+        mov $\limit, %ecx
+        mov $((\access) | ((\flags) << 8)), %edx
+        call set_desc
+        .endm
+
+/* write_gate: edi entry, ebx offset, ecx selector, edx = attributes << 8 | parameter count */
+write_gate:
+        mov %bx, (%edi)
+        mov %cx, 2(%edi)
+        mov %dx, 4(%edi)
+        mov %ebx, %eax
+        shr $16, %eax
+        mov %ax, 6(%edi)
+        ret
+
+        .macro IDT_GATE vector, handler, attributes
+        mov $(idt + 8 * \vector), %edi
+        mov $\handler, %ebx
+        mov $SEL_CODE0, %ecx
+        mov $(\attributes << 8), %edx
+        call write_gate
+        .endm
+
+        .macro GDT_GATE sel, handler, attributes, params
+        mov $(gdt + \sel), %edi
+        mov $\handler, %ebx
+        mov $SEL_CODE0, %ecx
+        mov $((\attributes << 8) | \params), %edx
+        call write_gate
+        .endm
+
+/* ---- entry ---- */
+        .globl _start
+_start:
+        cli
+        mov $STACK0, %esp
+        cmp $0x2badb002, %eax
+        jne bad_boot
+        mov %ebx, mb_info
+
+        DESC SEL_CODE0, 0, 0xfffff, 0x9a, 0xc
+        DESC SEL_DATA0, 0, 0xfffff, 0x92, 0xc
+        DESC SEL_CODE3, 0, 0xfffff, 0xfa, 0xc
+        DESC SEL_DATA3, 0, 0xfffff, 0xf2, 0xc
+        DESC SEL_TSS_A, tss_a, (tss_a_end - tss_a - 1), 0x89, 0
+        DESC SEL_TSS_B, tss_b, 0x67, 0x89, 0
+        DESC SEL_UP, SEGBASE, 0xfff, 0x92, 0x4
+        DESC SEL_DOWN, SEGBASE, 0xfff, 0x96, 0x4
+        DESC SEL_DOWN16, SEGBASE, 0xfff, 0x96, 0x0
+        DESC SEL_NP, 0, 0xfffff, 0x12, 0xc
+        GDT_GATE SEL_GATE3, gate_target, 0xec, 2
+        GDT_GATE SEL_GATE0, gate_target, 0x8c, 2
+        GDT_GATE SEL_GATE_NP, gate_target, 0x6c, 2
+        DESC SEL_TSS_SHORT, tss_b, 0x60, 0x89, 0
+        DESC SEL_RODATA, 0, 0xfffff, 0x90, 0xc
+        DESC SEL_XCODE, 0, 0xfffff, 0x98, 0xc
+        DESC SEL_TSS_V, tss_v, 0x67, 0x89, 0
+        lgdt gdt_pointer
+        ljmp $SEL_CODE0, $1f
+1:      mov $SEL_DATA0, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %fs
+        mov %ax, %gs
+        mov %ax, %ss
+
+        IDT_GATE 0, stub_0, 0x8e
+        IDT_GATE 1, stub_1, 0x8e
+        IDT_GATE 2, stub_2, 0x8e
+        IDT_GATE 3, stub_3, 0xee
+        IDT_GATE 4, stub_4, 0xee
+        IDT_GATE 5, stub_5, 0x8e
+        IDT_GATE 6, stub_6, 0x8e
+        IDT_GATE 7, stub_7, 0x8e
+        IDT_GATE 8, stub_8, 0x8e
+        IDT_GATE 9, stub_9, 0x8e
+        IDT_GATE 10, stub_10, 0x8e
+        IDT_GATE 11, stub_11, 0x8e
+        IDT_GATE 12, stub_12, 0x8e
+        IDT_GATE 13, stub_13, 0x8e
+        IDT_GATE 14, stub_14, 0x8e
+        IDT_GATE 15, stub_15, 0x8e
+        IDT_GATE 16, stub_16, 0x8e
+        IDT_GATE 17, stub_17, 0x8e
+        IDT_GATE 18, stub_18, 0x8e
+        IDT_GATE 19, stub_19, 0x8e
+        IDT_GATE 0x30, stub_0x30, 0x8e
+        IDT_GATE 0x80, stub_0x80, 0xee
+        lidt idt_pointer
+
+        /* TSS A: ring-0 stack for interrupts from ring 3, I/O bitmap right after the 104-byte TSS */
+        movl $STACK0_TSS, tss_a + 4
+        movl $SEL_DATA0, tss_a + 8
+        movw $(tss_a_iomap - tss_a), tss_a + 102
+        mov $SEL_TSS_A, %ax
+        ltr %ax
+        movl $PD, tss_a + 28            /* CR3 is loaded, not saved, by task switches */
+
+        mov $0xff, %al                  /* no interrupts: mask both 8259s */
+        outb %al, $0x21
+        outb %al, $0xa1
+
+        /* Paging: identity map of 0-8 MiB, user-accessible and writable */
+        mov $PD, %edi
+        mov $(3 * 1024), %ecx
+        xor %eax, %eax
+        rep stosl
+        movl $(PT0 | 7), PD
+        movl $(PT1 | 7), PD + 4
+        mov $PT0, %edi
+        mov $7, %eax
+        mov $2048, %ecx
+1:      stosl
+        add $0x1000, %eax
+        loop 1b
+        mov $PD, %eax
+        mov %eax, %cr3
+        mov %cr0, %eax
+        or $0x80010000, %eax            /* PG, WP */
+        mov %eax, %cr0
+
+        call check_boot
+        call check_exceptions
+        call check_paging
+        call check_segments
+        call check_loads
+        call check_call_gates
+        call check_tasks
+        call check_v86
+        call check_iopb
+        call check_control_registers
+        call check_debug
+
+        mov $str_done, %esi
+        call puts
+        mov fail_count, %eax
+        call puthex
+        mov $str_failed, %esi
+        call puts
+        xor %eax, %eax
+        outl %eax, $DEBUG_EXIT
+        cli
+        hlt
+
+bad_boot:
+        mov $str_bad_boot, %esi
+        call puts
+        mov $1, %eax
+        outl %eax, $DEBUG_EXIT
+        hlt
+
+/* ---- the Multiboot information the loader gave ---- */
+check_boot:
+        mov mb_info, %ebx
+        mov (%ebx), %eax
+        and $0x41, %eax                 /* memory sizes and memory map present */
+        CHECK "boot.flags", 0x41
+        /* KiB below 640 KiB and above 1 MiB; firmware keeps some of either for itself (QEMU's: 639, 31616) */
+        mov 4(%ebx), %eax
+        sub $512, %eax
+        cmp $128, %eax
+        setbe %al
+        movzbl %al, %eax
+        CHECK "boot.mem_lower_512_640", 1
+        mov 8(%ebx), %eax
+        sub $(30 * 1024), %eax
+        cmp $1024, %eax
+        setbe %al
+        movzbl %al, %eax
+        CHECK "boot.mem_upper_30m_31m", 1
+        ret
+
+/* ---- exceptions ---- */
+check_exceptions:
+        TRY 1f
+        xor %ecx, %ecx
+        mov $1, %eax
+        xor %edx, %edx
+de_at:  div %ecx
+        NOFAULT
+1:      EXPECT "exc.de", 0, 0, de_at
+
+        TRY 1f
+        int3
+bp_after:
+        NOFAULT
+1:      EXPECT "exc.bp", 3, 0, bp_after
+
+        TRY 1f
+        mov $0x7fffffff, %eax
+        add $1, %eax
+        into
+of_after:
+        NOFAULT
+1:      EXPECT "exc.of", 4, 0, of_after
+
+        TRY 1f
+        mov $5, %eax
+br_at:  bound %eax, bound_pair
+        NOFAULT
+1:      EXPECT "exc.br", 5, 0, br_at
+
+        TRY 1f
+ud_at:  ud2
+        NOFAULT
+1:      EXPECT "exc.ud", 6, 0, ud_at
+
+        TRY 1f
+lock_at: .byte 0xf0                     /* lock add %eax, %ebx: LOCK on a register destination */
+        add %eax, %ebx
+        NOFAULT
+1:      EXPECT "exc.ud_lock", 6, 0, lock_at
+
+        mov %cr0, %eax
+        or $8, %eax                     /* TS */
+        mov %eax, %cr0
+        TRY 1f
+nm_at:  fld1
+        NOFAULT
+1:      clts
+        EXPECT "exc.nm", 7, 0, nm_at
+
+        /* #DE whose IDT gate is not present: #NP while delivering it, a double fault */
+        andb $0x7f, idt + 5
+        TRY 1f
+        xor %ecx, %ecx
+        div %ecx
+        NOFAULT
+1:      orb $0x80, idt + 5
+        call exc_code
+        CHECK "exc.df", 0x80000
+
+        TRY 1f
+ts_at:  ljmp $SEL_TSS_SHORT, $0
+        NOFAULT
+1:      EXPECT "exc.ts", 10, SEL_TSS_SHORT, ts_at
+
+        TRY 1f
+        mov $SEL_NP, %ax
+np_at:  mov %ax, %ds
+        NOFAULT
+1:      EXPECT "exc.np", 11, SEL_NP, np_at
+
+        TRY 1f
+        mov $SEL_NP, %ax
+ss_at:  mov %ax, %ss
+        NOFAULT
+1:      EXPECT "exc.ss_np", 12, SEL_NP, ss_at
+
+        TRY 1f
+        xor %eax, %eax
+gp_at:  mov %ax, %ss
+        NOFAULT
+1:      EXPECT "exc.gp_null_ss", 13, 0, gp_at
+
+        TRY 1f
+pf_at:  mov 0x900000, %eax              /* beyond the mapped 8 MiB */
+        NOFAULT
+1:      EXPECT "exc.pf", 14, 0, pf_at
+        mov exc_cr2, %eax
+        CHECK "exc.pf.cr2", 0x900000
+
+        /* #AC: CR0.AM and EFLAGS.AC, a misaligned load at CPL 3 */
+        mov %cr0, %eax
+        or $0x40000, %eax
+        mov %eax, %cr0
+        TRY 1f
+        mov $user_ac, %eax
+        mov $(EFLAGS_AC | 2), %ecx
+        jmp enter_user
+1:      mov %cr0, %eax
+        and $~0x40000, %eax
+        mov %eax, %cr0
+        EXPECT "exc.ac", 17, 0, ac_at
+
+        /* #MF: CR0.NE, an unmasked zero divide, reported by the next waiting x87 instruction */
+        mov %cr0, %eax
+        or $0x20, %eax
+        mov %eax, %cr0
+        fninit
+        fldcw fpu_cw_unmask_zd
+        fld1
+        fidivl int_zero                 /* 1 / 0 */
+        TRY 1f
+mf_at:  fwait
+        NOFAULT
+1:      fninit
+        EXPECT "exc.mf", 16, 0, mf_at
+        ret
+
+user_ac:
+ac_at:  mov misaligned + 1, %eax
+        NOFAULT
+
+/* enter_user: eax = EIP, ecx = EFLAGS; ring 3 with DS = ES = ring-3 data. Never returns (use TRY). */
+enter_user:
+        mov $(SEL_DATA3 | 3), %dx
+        mov %dx, %ds
+        mov %dx, %es
+        push $(SEL_DATA3 | 3)
+        push $STACK3
+        push %ecx
+        push $(SEL_CODE3 | 3)
+        push %eax
+        iret
+
+/* enter_v86: eax = IP, ecx = EFLAGS (VM added); CS = V86CS, SS:SP = 0x7000:0xfff0 */
+enter_v86:
+        push $0                         /* gs */
+        push $0                         /* fs */
+        push $0                         /* ds */
+        push $0                         /* es */
+        push $0x7000
+        push $0xfff0
+        or $EFLAGS_VM, %ecx
+        push %ecx
+        push $V86CS
+        sub $(V86CS << 4), %eax
+        push %eax
+        iret
+
+/* ---- paging ---- */
+        .set TESTPTE, PT1 + ((TESTPAGE >> 12) & 0x3ff) * 4
+
+/* map_test: the test page's PTE := eax; INVLPG it */
+map_test:
+        mov %eax, TESTPTE
+        invlpg TESTPAGE
+        ret
+
+check_paging:
+        /* Accessed and Dirty: set by the CPU in the PTE (and A in the PDE) on a read, D on a write */
+        movl $(TESTPAGE | 7), %eax
+        call map_test
+        andl $~0x20, PD + 4
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov TESTPAGE, %eax
+        mov TESTPTE, %eax
+        and $0xfff, %eax
+        CHECK "pg.read.pte", 0x27
+        mov PD + 4, %eax
+        and $0xfff, %eax
+        CHECK "pg.read.pde", 0x27
+        movl $1, TESTPAGE
+        mov TESTPTE, %eax
+        and $0xfff, %eax
+        CHECK "pg.write.pte", 0x67
+
+        /* CR0.WP: a supervisor write to a read-only page faults only with WP */
+        movl $(TESTPAGE | 5), %eax
+        call map_test
+        TRY 1f
+wp_at:  movl $2, TESTPAGE
+        NOFAULT
+1:      EXPECT "pg.wp1", 14, 3, wp_at
+        mov exc_cr2, %eax
+        CHECK "pg.wp1.cr2", TESTPAGE
+        mov %cr0, %eax
+        and $~0x10000, %eax
+        mov %eax, %cr0
+        TRY 1f
+        movl $3, TESTPAGE
+        NOFAULT
+wp0_after:
+1:      mov %cr0, %eax
+        or $0x10000, %eax
+        mov %eax, %cr0
+        EXPECT "pg.wp0", 0x80, 0, wp0_after
+        mov TESTPAGE, %eax
+        CHECK "pg.wp0.value", 3
+
+        /* Not present: read and write error codes from ring 0 */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        TRY 1f
+np_wr_at: movl $4, TESTPAGE + 8
+        NOFAULT
+1:      EXPECT "pg.np_write", 14, 2, np_wr_at
+        mov exc_cr2, %eax
+        CHECK "pg.np_write.cr2", TESTPAGE + 8
+        /* An instruction fetch from a not-present page (I/D is reported only with NX or SMEP) */
+        TRY 1f
+        mov $TESTPAGE, %eax
+        call *%eax
+        NOFAULT
+1:      EXPECT "pg.np_fetch", 14, 0, TESTPAGE
+
+        /* U/S: ring 3 reads a supervisor page, writes a read-only user page, reads a user page */
+        movl $(TESTPAGE | 3), %eax
+        call map_test
+        TRY 1f
+        mov $user_read_test, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "pg.user_read_super", 14, 5, user_read_at
+        movl $(TESTPAGE | 5), %eax
+        call map_test
+        TRY 1f
+        mov $user_write_test, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "pg.user_write_ro", 14, 7, user_write_at
+        TRY 1f
+        mov $user_read_test, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "pg.user_read_user", 0x80, 0, user_read_after
+
+        /* PSE: a 4 MiB page at 16 MiB mapping physical 0; A and D set in the PDE */
+        mov %cr4, %eax
+        or $0x10, %eax
+        mov %eax, %cr4
+        movl $(0x00000087), PD + 16
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov $pse_probe, %ebx
+        mov 0x1000000(%ebx), %eax
+        CHECK "pg.pse.read", 0x5a5aa5a5
+        movl $0x12345678, 0x1000000(%ebx)
+        mov pse_probe, %eax
+        CHECK "pg.pse.write", 0x12345678
+        mov PD + 16, %eax
+        CHECK "pg.pse.pde", 0xe7
+        /* Reserved bits 21:17 of a 4 MiB PDE: #PF with RSVD (with PSE-36, bits 16:13 are address bits) */
+        movl $(0x00200087), PD + 16
+        invlpg 0x1000000
+        TRY 1f
+rsvd_at: mov 0x1000000, %eax
+        NOFAULT
+1:      movl $0, PD + 16
+        invlpg 0x1000000
+        EXPECT "pg.pse.rsvd", 14, 9, rsvd_at
+
+        /* PGE: a global translation is not flushed by INVLPG? it is; by a CR3 load it may survive */
+        mov %cr4, %eax
+        or $0x80, %eax
+        mov %eax, %cr4
+        movl $(TESTPAGE | 3), %eax
+        call map_test
+        movl $0x11111111, TESTPAGE
+        movl $0x22222222, OTHERPAGE
+        movl $(TESTPAGE | 0x103), %eax  /* global */
+        call map_test
+        mov TESTPAGE, %eax              /* cached */
+        movl $(OTHERPAGE | 0x103), TESTPTE
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov TESTPAGE, %eax
+        INFO "pg.pge.after_cr3"
+        invlpg TESTPAGE
+        mov TESTPAGE, %eax
+        CHECK "pg.pge.after_invlpg", 0x22222222
+        movl $(TESTPAGE | 0x103), TESTPTE
+        invlpg TESTPAGE
+        mov TESTPAGE, %eax              /* cached again */
+        movl $(OTHERPAGE | 0x103), TESTPTE
+        mov %cr4, %eax
+        and $~0x80, %eax
+        mov %eax, %cr4
+        or $0x80, %eax
+        mov %eax, %cr4
+        mov TESTPAGE, %eax
+        CHECK "pg.pge.after_cr4", 0x22222222
+        /* A non-global translation does not survive a CR3 load */
+        movl $(TESTPAGE | 3), TESTPTE
+        invlpg TESTPAGE
+        mov TESTPAGE, %eax
+        movl $(OTHERPAGE | 3), TESTPTE
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov TESTPAGE, %eax
+        CHECK "pg.nonglobal.after_cr3", 0x22222222
+        mov %cr4, %eax
+        and $~0x80, %eax
+        mov %eax, %cr4
+        ret
+
+user_read_test:
+user_read_at:
+        mov TESTPAGE, %eax
+        NOFAULT
+user_read_after:
+user_write_test:
+user_write_at:
+        movl $5, TESTPAGE
+        NOFAULT
+
+/* ---- segment limits ---- */
+check_segments:
+        mov $SEL_UP, %ax
+        mov %ax, %fs
+        TRY 1f
+        mov %fs:0xffc, %eax
+        NOFAULT
+up_ok_after:
+1:      EXPECT "seg.up.in", 0x80, 0, up_ok_after
+        TRY 1f
+up_at:  mov %fs:0xffd, %eax
+        NOFAULT
+1:      EXPECT "seg.up.across", 13, 0, up_at
+
+        mov $SEL_DOWN, %ax
+        mov %ax, %fs
+        TRY 1f
+        mov %fs:0x1000, %eax
+        mov %fs:0xfffffffc, %eax
+        NOFAULT
+down_ok_after:
+1:      EXPECT "seg.down.in", 0x80, 0, down_ok_after
+        TRY 1f
+down_at: mov %fs:0xffe, %eax
+        NOFAULT
+1:      EXPECT "seg.down.below", 13, 0, down_at
+
+        mov $SEL_DOWN16, %ax
+        mov %ax, %fs
+        TRY 1f
+        mov %fs:0xfffc, %eax
+        NOFAULT
+down16_ok_after:
+1:      EXPECT "seg.down16.in", 0x80, 0, down16_ok_after
+        TRY 1f
+down16_at: mov %fs:0xfffe, %eax
+        NOFAULT
+1:      EXPECT "seg.down16.above", 13, 0, down16_at
+
+        /* The same limits through SS give #SS(0) */
+        TRY 1f
+        mov $SEL_UP, %ax
+        mov %ax, %ss
+        mov $0x800, %esp
+ss_up_at: mov %ss:0xffd, %eax
+        NOFAULT
+1:      EXPECT "seg.ss.up.across", 12, 0, ss_up_at
+        TRY 1f
+        mov $SEL_DOWN, %ax
+        mov %ax, %ss
+        mov $0x2000, %esp
+ss_down_at: movl $1, %ss:0xffc
+        NOFAULT
+1:      EXPECT "seg.ss.down.below", 12, 0, ss_down_at
+        /* (a PUSH below the limit is not tried: the #SS would be delivered on the same stack) */
+        TRY 1f
+        mov $SEL_DOWN, %ax
+        mov %ax, %ss
+        mov $0x1004, %esp
+        push %eax
+        mov $0x2000, %esp
+        NOFAULT
+push_ok_after:
+1:      EXPECT "seg.ss.down.push", 0x80, 0, push_ok_after
+
+        /* Read-only data: writes #GP(0); execute-only code: reads #GP(0) */
+        mov $SEL_RODATA, %ax
+        mov %ax, %fs
+        TRY 1f
+ro_at:  movl $1, %fs:misaligned
+        NOFAULT
+1:      EXPECT "seg.ro.write", 13, 0, ro_at
+        mov $SEL_DATA0, %ax
+        mov %ax, %fs
+        /* A null selector loads at CPL 0; using it faults */
+        TRY 1f
+        xor %eax, %eax
+        mov %ax, %fs
+null_at: mov %fs:0, %eax
+        NOFAULT
+1:      EXPECT "seg.null.use", 13, 0, null_at
+        ret
+
+/* ---- privilege and type checks on segment loads ---- */
+check_loads:
+        TRY 1f
+        mov $(SEL_DATA0 | 3), %ax       /* RPL 3 > DPL 0 */
+l_rpl_at: mov %ax, %fs
+        NOFAULT
+1:      EXPECT "load.rpl_gt_dpl", 13, SEL_DATA0, l_rpl_at
+        TRY 1f
+        mov $SEL_DATA3, %ax             /* SS: DPL must equal CPL */
+l_ssdpl_at: mov %ax, %ss
+        NOFAULT
+1:      EXPECT "load.ss_dpl", 13, SEL_DATA3, l_ssdpl_at
+        TRY 1f
+        mov $SEL_RODATA, %ax            /* SS must be writable */
+l_ssro_at: mov %ax, %ss
+        NOFAULT
+1:      EXPECT "load.ss_readonly", 13, SEL_RODATA, l_ssro_at
+        TRY 1f
+        mov $SEL_XCODE, %ax             /* execute-only code into a data register */
+l_xcode_at: mov %ax, %fs
+        NOFAULT
+1:      EXPECT "load.exec_only", 13, SEL_XCODE, l_xcode_at
+        TRY 1f
+        mov $SEL_CODE0, %ax             /* readable code is fine */
+        mov %ax, %fs
+        NOFAULT
+l_code_after:
+1:      EXPECT "load.readable_code", 0x80, 0, l_code_after
+        TRY 1f
+        mov $SEL_TSS_B, %ax             /* a system segment */
+l_tss_at: mov %ax, %fs
+        NOFAULT
+1:      EXPECT "load.system", 13, SEL_TSS_B, l_tss_at
+        TRY 1f
+        mov $0x400, %ax                 /* beyond the GDT limit */
+l_limit_at: mov %ax, %fs
+        NOFAULT
+1:      EXPECT "load.beyond_gdt", 13, 0x400, l_limit_at
+        TRY 1f
+        mov $user_load_data0, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "load.cpl3_dpl0", 13, SEL_DATA0, user_load_at
+        mov $SEL_DATA0, %ax
+        mov %ax, %fs
+        ret
+
+user_load_data0:
+        mov $SEL_DATA0, %ax
+user_load_at:
+        mov %ax, %fs
+        NOFAULT
+
+/* ---- call gates ---- */
+check_call_gates:
+        movl $0, gate_seen_cs
+        TRY 1f
+        mov $user_call_gate, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "gate.call", 0x80, 0, user_gate_back
+        mov gate_seen_cs, %eax
+        CHECK "gate.cs", SEL_CODE0
+        mov gate_seen_esp, %eax
+        CHECK "gate.esp", (STACK0_TSS - 24)
+        mov gate_seen_params, %eax
+        CHECK "gate.param0", 0xbbbb
+        mov gate_seen_params + 4, %eax
+        CHECK "gate.param1", 0xaaaa
+        mov gate_seen_ss, %eax
+        CHECK "gate.old_ss", (SEL_DATA3 | 3)
+        mov gate_seen_ret_cs, %eax
+        CHECK "gate.ret_cs", (SEL_CODE3 | 3)
+        TRY 1f
+        mov $user_call_gate0, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "gate.dpl0", 13, SEL_GATE0, user_gate0_at
+        TRY 1f
+        mov $user_call_gate_np, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "gate.not_present", 11, SEL_GATE_NP, user_gate_np_at
+        ret
+
+user_call_gate:
+        push $0xaaaa
+        push $0xbbbb
+        lcall $(SEL_GATE3 | 3), $0
+        NOFAULT
+user_gate_back:
+user_call_gate0:
+user_gate0_at:
+        lcall $(SEL_GATE0 | 3), $0
+        NOFAULT
+user_call_gate_np:
+user_gate_np_at:
+        lcall $(SEL_GATE_NP | 3), $0
+        NOFAULT
+
+/* Ring 0 through the gate: new stack = EIP, CS, params (2), ESP, SS from the top of TSS.ESP0 */
+gate_target:
+        mov %cs, %eax
+        mov %eax, %ss:gate_seen_cs
+        mov %esp, %ss:gate_seen_esp
+        mov 8(%esp), %eax
+        mov %eax, %ss:gate_seen_params
+        mov 12(%esp), %eax
+        mov %eax, %ss:gate_seen_params + 4
+        mov 20(%esp), %eax
+        mov %eax, %ss:gate_seen_ss
+        mov 4(%esp), %eax
+        mov %eax, %ss:gate_seen_ret_cs
+        lret $8
+
+/* ---- hardware task switches ---- */
+/* reset_tss_b: eax = EIP; a flat ring-0 task with its own stack */
+reset_tss_b:
+        mov $tss_b, %edi
+        push %eax
+        mov $26, %ecx
+        xor %eax, %eax
+        rep stosl
+        pop %eax
+        mov %eax, tss_b + 32
+        movl $2, tss_b + 36
+        movl $STACK_B, tss_b + 56
+        mov %cr3, %eax
+        mov %eax, tss_b + 28
+        movl $SEL_CODE0, tss_b + 76
+        mov $SEL_DATA0, %eax
+        mov %eax, tss_b + 72            /* es */
+        mov %eax, tss_b + 80            /* ss */
+        mov %eax, tss_b + 84            /* ds */
+        mov %eax, tss_b + 88            /* fs */
+        mov %eax, tss_b + 92            /* gs */
+        movw $104, tss_b + 102
+        ret
+
+/* the descriptor type byte of a GDT selector in eax */
+        .macro DESC_TYPE sel
+        movzbl gdt + \sel + 5, %eax
+        .endm
+
+check_tasks:
+        /* JMP to a TSS: the old task is no longer busy, no back link, NT clear */
+        mov $task_b_jumped, %eax
+        call reset_tss_b
+        movl $0, task_b_tr
+        ljmp $SEL_TSS_B, $0
+        mov task_b_tr, %eax
+        CHECK "task.jmp.tr", SEL_TSS_B
+        mov task_b_flags, %eax
+        and $EFLAGS_NT, %eax
+        CHECK "task.jmp.nt", 0
+        mov task_b_type_a, %eax
+        CHECK "task.jmp.old_busy", 0x89
+        mov task_b_type_b, %eax
+        CHECK "task.jmp.new_busy", 0x8b
+        DESC_TYPE SEL_TSS_B
+        CHECK "task.jmp.back.b_busy", 0x89
+        DESC_TYPE SEL_TSS_A
+        CHECK "task.jmp.back.a_busy", 0x8b
+        mov %cr0, %eax
+        and $8, %eax
+        CHECK "task.jmp.cr0_ts", 8
+        clts
+        mov tss_b + 32, %eax            /* B's state was saved at its JMP back */
+        CHECK "task.jmp.saved_eip", task_b_jmp_back_after
+
+        /* CALL: NT set in the new task, back link = the caller, both busy; IRET returns and frees B */
+        mov $task_b_called, %eax
+        call reset_tss_b
+        lcall $SEL_TSS_B, $0
+        clts
+        mov task_b_tr, %eax
+        CHECK "task.call.tr", SEL_TSS_B
+        mov task_b_flags, %eax
+        and $EFLAGS_NT, %eax
+        CHECK "task.call.nt", EFLAGS_NT
+        mov task_b_link, %eax
+        CHECK "task.call.link", SEL_TSS_A
+        mov task_b_type_a, %eax
+        CHECK "task.call.old_busy", 0x8b
+        DESC_TYPE SEL_TSS_B
+        CHECK "task.iret.b_busy", 0x89
+        pushf
+        pop %eax
+        and $EFLAGS_NT, %eax
+        CHECK "task.iret.nt", 0
+        str %ax
+        movzwl %ax, %eax
+        CHECK "task.iret.tr", SEL_TSS_A
+
+        /* CALL to a busy task: #GP(selector) */
+        TRY 1f
+busy_at: lcall $SEL_TSS_A, $0
+        NOFAULT
+1:      EXPECT "task.call_busy", 13, SEL_TSS_A, busy_at
+        ret
+
+task_b_common:
+        str %ax
+        movzwl %ax, %eax
+        mov %eax, task_b_tr
+        pushf
+        pop %eax
+        mov %eax, task_b_flags
+        movzwl tss_b, %eax
+        mov %eax, task_b_link
+        DESC_TYPE SEL_TSS_A
+        mov %eax, task_b_type_a
+        DESC_TYPE SEL_TSS_B
+        mov %eax, task_b_type_b
+        ret
+task_b_jumped:
+        call task_b_common
+        ljmp $SEL_TSS_A, $0
+task_b_jmp_back_after:
+        jmp task_b_jumped
+task_b_called:
+        call task_b_common
+        iret
+
+/* ---- virtual-8086 mode ---- */
+        .macro V86_TRY name, code, eflags, vector, error, eip
+        TRY 1f
+        mov $\code, %eax
+        mov $(\eflags), %ecx
+        jmp enter_v86
+1:      EXPECT "\name", \vector, \error, (\eip - (V86CS << 4))
+        .endm
+
+check_v86:
+        V86_TRY "v86.int_iopl0", v86_int30, 2, 13, 0, v86_int30
+        mov exc_eflags, %eax
+        and $EFLAGS_VM, %eax
+        CHECK "v86.int_iopl0.vm", EFLAGS_VM
+        mov exc_cs, %eax
+        CHECK "v86.int_iopl0.cs", V86CS
+        V86_TRY "v86.cli_iopl0", v86_cli, 2, 13, 0, v86_cli
+        V86_TRY "v86.int_iopl3", v86_int80, (EFLAGS_IOPL3 | 2), 0x80, 0, (v86_int80 + 2)
+        mov exc_eflags, %eax
+        and $(EFLAGS_VM | EFLAGS_IOPL3), %eax
+        CHECK "v86.int_iopl3.eflags", (EFLAGS_VM | EFLAGS_IOPL3)
+        V86_TRY "v86.sensitive_iopl3", v86_sensitive, (EFLAGS_IOPL3 | 2), 0x80, 0, (v86_in84)
+        mov exc_eflags, %eax
+        and $0x200, %eax
+        CHECK "v86.sensitive_iopl3.if", 0x200
+        V86_TRY "v86.io_denied", v86_in84, (EFLAGS_IOPL3 | 2), 13, 0, v86_in84
+        V86_TRY "v86.io_allowed", v86_in80, 2, 13, 0, (v86_in80 + 2)
+
+        /* Entering v86 mode through a task switch (the TSS's EFLAGS has VM); #GP comes out on the task's ring-0 stack */
+        mov $tss_v, %edi
+        mov $26, %ecx
+        xor %eax, %eax
+        rep stosl
+        movl $STACK0_V, tss_v + 4
+        movl $SEL_DATA0, tss_v + 8
+        mov %cr3, %eax
+        mov %eax, tss_v + 28
+        movl $(v86_task - (V86CS << 4)), tss_v + 32
+        movl $(EFLAGS_VM | 2), tss_v + 36
+        movl $0xfff0, tss_v + 56
+        movl $V86CS, tss_v + 76
+        movl $0x7000, tss_v + 80
+        movw $104, tss_v + 102
+        TRY v86_task_fault
+        ljmp $SEL_TSS_V, $0
+        EXPECT "v86.task", 13, 0, (v86_task - (V86CS << 4))
+        mov exc_eflags, %eax
+        and $EFLAGS_VM, %eax
+        CHECK "v86.task.vm", EFLAGS_VM
+        mov exc_frame, %eax
+        CHECK "v86.task.frame", (STACK0_V - 36)
+        clts
+        ret
+v86_task_fault:
+        /* in the v86 task, on ring 0: back to task A */
+        ljmp $SEL_TSS_A, $0
+
+/* ---- I/O permission bitmap (CPL 3, IOPL 0 unless said) ---- */
+        .macro IO_TRY name, insn, eflags, vector
+        TRY 1f
+        mov $9f, %eax
+        mov $(\eflags), %ecx
+        jmp enter_user
+        .pushsection .text.user
+9:      \insn
+        NOFAULT
+        .popsection
+1:      call exc_code
+        CHECK "\name", (\vector << 16)
+        .endm
+
+check_iopb:
+        IO_TRY "io.inb_80", "inb $0x80, %al", 2, 0x80
+        IO_TRY "io.inb_81", "inb $0x81, %al", 2, 13
+        IO_TRY "io.inw_80", "inw $0x80, %ax", 2, 13
+        IO_TRY "io.inw_82", "inw $0x82, %ax", 2, 0x80
+        IO_TRY "io.inl_88", "inl $0x88, %eax", 2, 0x80
+        IO_TRY "io.inl_89", "inl $0x89, %eax", 2, 13
+        IO_TRY "io.outb_88_dx", "mov $0x88, %dx; outb %al, %dx", 2, 0x80
+        IO_TRY "io.beyond_map", "mov $0x3f8, %dx; inb %dx, %al", 2, 13
+        IO_TRY "io.iopl3", "inb $0x81, %al", (EFLAGS_IOPL3 | 2), 0x80
+        ret
+
+/* ---- control registers ---- */
+/* has_option: esi = word; ZF clear (jnz) when the Multiboot command line contains it */
+has_option:
+        mov mb_info, %ebx
+        testl $4, (%ebx)
+        jz 3f
+        mov 16(%ebx), %edi
+1:      xor %ecx, %ecx
+2:      mov (%esi, %ecx), %al
+        test %al, %al
+        jz 4f                           /* the whole word matched */
+        cmp (%edi, %ecx), %al
+        jne 5f
+        inc %ecx
+        jmp 2b
+5:      cmpb $0, (%edi)
+        je 3f
+        inc %edi
+        jmp 1b
+3:      xor %eax, %eax                  /* not found: ZF set */
+        ret
+4:      or $1, %eax
+        ret
+
+check_control_registers:
+        mov %cr0, %eax
+        mov %eax, cr0_saved             /* (registers do not survive a TRY) */
+        TRY 1f
+        or $0x40000000, %eax            /* CD=1, NW=0: caching disabled, valid */
+        mov %eax, %cr0
+        NOFAULT
+cd_after:
+1:      mov %cr0, %eax
+        mov cr0_saved, %ebx
+        mov %ebx, %cr0
+        and $0x60000000, %eax
+        CHECK "cr0.cd_read", 0x40000000
+        EXPECT "cr0.cd", 0x80, 0, cd_after
+        TRY 1f
+        mov cr0_saved, %eax
+        or $0x20000000, %eax            /* NW=1, CD=0 */
+nw_at:  mov %eax, %cr0
+        NOFAULT
+1:      mov cr0_saved, %eax
+        mov %eax, %cr0
+        EXPECT "cr0.nw_without_cd", 13, 0, nw_at
+        TRY 1f
+        mov cr0_saved, %eax
+        and $~1, %eax                   /* PG without PE */
+        mov cr0_saved, %ebx
+pgpe_at: mov %eax, %cr0
+        mov %ebx, %cr0                  /* (when it did not fault: back to protected mode at once) */
+        ljmp $SEL_CODE0, $2f
+2:      mov $SEL_DATA0, %ax
+        mov %ax, %ds
+        mov %ax, %ss
+        NOFAULT
+1:      EXPECT "cr0.pg_without_pe", 13, 0, pgpe_at
+        /* "no-cr4-reserved" on the command line skips this one (QEMU 7.2 loops on it in its SVM intercept) */
+        mov $str_no_cr4_reserved, %esi
+        call has_option
+        jnz 2f
+        TRY 1f
+        mov %cr4, %eax
+        or $0x80000000, %eax            /* reserved bit 31 */
+cr4_at: mov %eax, %cr4
+        NOFAULT
+1:      EXPECT "cr4.reserved", 13, 0, cr4_at
+2:      ret
+
+/* ---- single-step and debug registers ---- */
+        .macro DR6
+        mov %dr6, %eax
+        and $0x600f, %eax               /* BS, BD, B0-B3 (BT is bit 15) */
+        .endm
+
+check_debug:
+        xor %eax, %eax
+        mov %eax, %dr6
+        TRY 1f
+        pushf
+        orl $EFLAGS_TF, (%esp)
+        popf
+        nop                             /* runs, then #DB */
+tf_after:
+        nop
+        NOFAULT
+1:      EXPECT "db.tf", 1, 0, tf_after
+        DR6
+        CHECK "db.tf.dr6", 0x4000
+
+        /* Single-step count over a few instructions: the handler returns to the code */
+        movl $1, try_resume
+        movl $0, exc_count
+        movl $clear_tf_hook, exc_hook
+        pushf
+        orl $EFLAGS_TF, (%esp)
+        popf
+        nop
+        nop
+        nop
+        mov $1, %eax
+        movl $0, exc_hook_enable        /* the hook clears TF when it sees this */
+        nop
+tf_count_end:
+        movl $0, exc_hook
+        movl $0, try_resume
+        mov exc_count, %eax
+        CHECK "db.tf.steps", 5
+
+        /* Execute breakpoint: a fault, before the instruction runs */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov $bp_exec_at, %eax
+        mov %eax, %dr0
+        mov $0x1, %eax                  /* L0, execute, length 1 */
+        mov %eax, %dr7
+        TRY 1f
+        nop
+bp_exec_at:
+        nop
+        NOFAULT
+1:      xor %eax, %eax
+        mov %eax, %dr7
+        EXPECT "db.exec", 1, 0, bp_exec_at
+        DR6
+        CHECK "db.exec.dr6", 0x1
+
+        /* Data write breakpoint on a dword: a trap after the writing instruction */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov $dr_watched, %eax
+        mov %eax, %dr1
+        mov $0x00d00004, %eax           /* L1, RW1=01 write, LEN1=11 (4 bytes) */
+        mov %eax, %dr7
+        TRY 1f
+        mov dr_watched, %eax            /* a read does not trigger */
+        movb $1, dr_watched + 2
+dbw_after:
+        NOFAULT
+1:      xor %eax, %eax
+        mov %eax, %dr7
+        EXPECT "db.write", 1, 0, dbw_after
+        DR6
+        CHECK "db.write.dr6", 0x2
+
+        /* I/O breakpoint (CR4.DE): a trap after the IN */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov %cr4, %eax
+        or $0x8, %eax
+        mov %eax, %cr4
+        mov $0x80, %eax
+        mov %eax, %dr2
+        mov $0x02000010, %eax           /* L2, RW2=10 I/O, LEN2=00 */
+        mov %eax, %dr7
+        TRY 1f
+        inb $0x80, %al
+dbio_after:
+        NOFAULT
+1:      xor %eax, %eax
+        mov %eax, %dr7
+        mov %cr4, %eax
+        and $~0x8, %eax
+        mov %eax, %cr4
+        EXPECT "db.io", 1, 0, dbio_after
+        DR6
+        CHECK "db.io.dr6", 0x4
+        ret
+
+/* exc_hook for the step count: clears TF in the frame once the code stored 0 in exc_hook_enable */
+clear_tf_hook:
+        cmpl $0, exc_hook_enable
+        jne 1f
+        andl $~EFLAGS_TF, 8(%ebp)
+1:      ret
+
+/* ---- data ---- */
+        .section .rodata
+str_colon:      .asciz ": "
+str_ok:         .asciz " ok\n"
+str_fail:       .asciz " FAIL want "
+str_info:       .asciz " info\n"
+str_done:       .asciz "done "
+str_failed:     .asciz " failed\n"
+str_unexpected: .asciz "unexpected exception: "
+str_no_cr4_reserved: .asciz "no-cr4-reserved"
+str_bad_boot:   .asciz "not booted by a Multiboot loader\n"
+
+        .data
+        .align 8
+gdt_pointer:
+        .word GDT_ENTRIES * 8 - 1
+        .long gdt
+        .align 8
+idt_pointer:
+        .word 256 * 8 - 1
+        .long idt
+bound_pair:     .long 0, 4
+int_zero:       .long 0
+fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
+        .align 4
+pse_probe:      .long 0x5a5aa5a5
+misaligned:     .long 0, 0
+dr_watched:     .long 0
+exc_hook_enable: .long 1
+cr0_saved:      .long 0
+
+        .align 16
+tss_a:  .fill 104, 1, 0
+tss_a_iomap:                            /* ports 0x00-0xff; 0x80, 0x82, 0x83, 0x88-0x8b allowed */
+        .fill 16, 1, 0xff
+        .byte 0xf2, 0xf0                /* 0x80-0x87: bits 0, 2, 3 clear; 0x88-0x8f: bits 0-3 clear */
+        .fill 14, 1, 0xff
+        .byte 0xff                      /* the byte after the map */
+tss_a_end:
+
+        .bss
+        .align 16
+gdt:    .fill GDT_ENTRIES * 8, 1, 0
+idt:    .fill 256 * 8, 1, 0
+tss_b:  .fill 104, 1, 0
+tss_v:  .fill 104, 1, 0
+        .align 4
+mb_info:        .long 0
+fail_count:     .long 0
+try_resume:     .long 0
+try_esp:        .long 0
+exc_vector:     .long 0
+exc_error:      .long 0
+exc_eip:        .long 0
+exc_cs:         .long 0
+exc_eflags:     .long 0
+exc_cr2:        .long 0
+exc_count:      .long 0
+exc_hook:       .long 0
+exc_frame:      .long 0
+gate_seen_cs:   .long 0
+gate_seen_esp:  .long 0
+gate_seen_params: .long 0, 0
+gate_seen_ss:   .long 0
+gate_seen_ret_cs: .long 0
+task_b_tr:      .long 0
+task_b_flags:   .long 0
+task_b_link:    .long 0
+task_b_type_a:  .long 0
+task_b_type_b:  .long 0
