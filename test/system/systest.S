@@ -811,40 +811,46 @@ user_write_at:
         NOFAULT
 
 /* ---- segment limits ---- */
-check_segments:
-        mov $SEL_UP, %ax
+        /* FS := selector (inside each TRY: the exception handler leaves FS flat) */
+        .macro LOAD_FS sel
+        mov $\sel, %ax
         mov %ax, %fs
+        .endm
+
+check_segments:
         TRY 1f
+        LOAD_FS SEL_UP
         mov %fs:0xffc, %eax
         NOFAULT
 up_ok_after:
 1:      EXPECT "seg.up.in", 0x80, 0, up_ok_after
         TRY 1f
+        LOAD_FS SEL_UP
 up_at:  mov %fs:0xffd, %eax
         NOFAULT
 1:      EXPECT "seg.up.across", 13, 0, up_at
 
-        mov $SEL_DOWN, %ax
-        mov %ax, %fs
         TRY 1f
+        LOAD_FS SEL_DOWN
         mov %fs:0x1000, %eax
         mov %fs:0xfffffffc, %eax
         NOFAULT
 down_ok_after:
 1:      EXPECT "seg.down.in", 0x80, 0, down_ok_after
         TRY 1f
+        LOAD_FS SEL_DOWN
 down_at: mov %fs:0xffe, %eax
         NOFAULT
 1:      EXPECT "seg.down.below", 13, 0, down_at
 
-        mov $SEL_DOWN16, %ax
-        mov %ax, %fs
         TRY 1f
+        LOAD_FS SEL_DOWN16
         mov %fs:0xfffc, %eax
         NOFAULT
 down16_ok_after:
 1:      EXPECT "seg.down16.in", 0x80, 0, down16_ok_after
         TRY 1f
+        LOAD_FS SEL_DOWN16
 down16_at: mov %fs:0xfffe, %eax
         NOFAULT
 1:      EXPECT "seg.down16.above", 13, 0, down16_at
@@ -875,10 +881,9 @@ ss_down_at: movl $1, %ss:0xffc
 push_ok_after:
 1:      EXPECT "seg.ss.down.push", 0x80, 0, push_ok_after
 
-        /* Read-only data: writes #GP(0); execute-only code: reads #GP(0) */
-        mov $SEL_RODATA, %ax
-        mov %ax, %fs
+        /* Read-only data: writes #GP(0) */
         TRY 1f
+        LOAD_FS SEL_RODATA
 ro_at:  movl $1, %fs:misaligned
         NOFAULT
 1:      EXPECT "seg.ro.write", 13, 0, ro_at
