@@ -531,6 +531,8 @@ export class X86Cpu implements Stateful, IntrPin {
       const errorBase = (write ? 2 : 0) | (user ? 4 : 0);
       if ((pde & 1) === 0) this.pageFault(linear, errorBase);
       if (pde & 0x80 && this.cr4 & 0x10) {
+        // Bits 21:13 of a 4 MiB PDE are reserved without PSE-36 (not in CPUID): #PF with P and RSVD.
+        if (pde & 0x3fe000) this.pageFault(linear, errorBase | 9);
         userOk = (pde & 4) !== 0;
         writeOk = (pde & 2) !== 0;
         this.checkPageAccess(linear, errorBase, user, write, userOk, writeOk);
