@@ -5,7 +5,7 @@ import type { InterruptAcknowledge, IntrPin } from '../../devices/device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
-import { BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
+import { AC_VECTOR, BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
 import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
@@ -36,6 +36,11 @@ for (const p of [0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf
 const LDTR = 6, TR = 7;
 /** TLB entry bits: bit 0 supervisor access allowed, bit 1 user access allowed; the page address above. */
 const TLB_SUPERVISOR = 1, TLB_USER = 3;
+/**
+ * The access mask while alignment checking is on (CR0.AM, EFLAGS.AC, CPL 3): no TLB entry has this bit, so
+ * every data access takes the slow path, which checks alignment (programs rarely run with EFLAGS.AC set).
+ */
+const TLB_ALIGNMENT_CHECK = 4;
 const PAGE_MASK = -4096;
 /** Entries kept in the list of filled TLB slots; past this a flush clears the whole table. */
 const TLB_LIST_SIZE = 4096;
@@ -279,9 +284,14 @@ export class X86Cpu implements Stateful, IntrPin {
   private updateModes(): void {
     this.cs32 = (this.segAttr[CS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
     this.ss32 = (this.segAttr[SS] & 0x4000) !== 0 && this.protectedMode && (this.flags & VM) === 0;
-    this.accessMask = this.cpl === 3 ? TLB_USER : TLB_SUPERVISOR;
+    this.updateAccessMask();
     this.updateFlatData();
     this.invalidateFetch();
+  }
+
+  private updateAccessMask(): void {
+    const alignmentCheck = (this.cr0 & 0x40000) !== 0 && (this.flags & AC) !== 0;
+    this.accessMask = this.cpl !== 3 ? TLB_SUPERVISOR : alignmentCheck ? TLB_ALIGNMENT_CHECK : TLB_USER;
   }
 
   private updateFlatData(): void {
@@ -356,10 +366,11 @@ export class X86Cpu implements Stateful, IntrPin {
 
   /** Writes all of EFLAGS as given (callers apply privilege rules). */
   setEflags(value: number): void {
-    const oldVm = this.flags & VM;
+    const old = this.flags;
     this.flags = (value & (STATUS_FLAGS | TF | IF | DF | IOPL | NT | RF | VM | AC | ID)) | FIXED_ONE;
     this.lazy = 0;
-    if ((this.flags & VM) !== oldVm) this.updateModes();
+    if ((this.flags ^ old) & VM) this.updateModes();
+    else if ((this.flags ^ old) & AC) this.updateAccessMask();
   }
 
   private lazyCF(): boolean {
@@ -652,6 +663,7 @@ export class X86Cpu implements Stateful, IntrPin {
   }
 
   private slowRead(lin: number, size: 1 | 2 | 4): number {
+    if (lin & (size - 1) && this.accessMask === TLB_ALIGNMENT_CHECK) this.fault(AC_VECTOR, 0);
     const user = this.cpl === 3;
     if (size > 1 && (lin & 0xfff) > 0x1000 - size) {
       // Crossing a page: both pages must be readable before anything is read.
@@ -668,6 +680,7 @@ export class X86Cpu implements Stateful, IntrPin {
   }
 
   private slowWrite(lin: number, size: 1 | 2 | 4, v: number): void {
+    if (lin & (size - 1) && this.accessMask === TLB_ALIGNMENT_CHECK) this.fault(AC_VECTOR, 0);
     const user = this.cpl === 3;
     if (size > 1 && (lin & 0xfff) > 0x1000 - size) {
       const first = 0x1000 - (lin & 0xfff);
@@ -3311,6 +3324,8 @@ export class X86Cpu implements Stateful, IntrPin {
         if ((v & 1) === 0) this.flags &= ~VM;
       }
       this.updateModes();
+    } else if (changed & 0x40000) {
+      this.updateAccessMask(); // AM
     }
   }
 
