@@ -592,10 +592,27 @@ pf_at:  mov 0x900000, %eax              /* beyond the mapped 8 MiB */
         mov $user_ac, %eax
         mov $(EFLAGS_AC | 2), %ecx
         jmp enter_user
-1:      mov %cr0, %eax
+1:      EXPECT "exc.ac", 17, 0, ac_at
+        /* No #AC without EFLAGS.AC, nor at CPL 0 */
+        TRY 1f
+        mov $user_ac, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "exc.ac_flag_clear", 0x80, 0, ac_after
+        TRY 1f
+        pushf
+        orl $EFLAGS_AC, (%esp)
+        popf
+        mov misaligned + 1, %eax
+        NOFAULT
+ac0_after:
+1:      pushf
+        andl $~EFLAGS_AC, (%esp)
+        popf
+        mov %cr0, %eax
         and $~0x40000, %eax
         mov %eax, %cr0
-        EXPECT "exc.ac", 17, 0, ac_at
+        EXPECT "exc.ac_cpl0", 0x80, 0, ac0_after
 
         /* #MF: CR0.NE, an unmasked zero divide, reported by the next waiting x87 instruction */
         mov %cr0, %eax
@@ -615,6 +632,7 @@ mf_at:  fwait
 user_ac:
 ac_at:  mov misaligned + 1, %eax
         NOFAULT
+ac_after:
 
 /* enter_user: eax = EIP, ecx = EFLAGS; ring 3 with DS = ES = ring-3 data. Never returns (use TRY). */
 enter_user:
