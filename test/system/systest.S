@@ -410,6 +410,8 @@ _start:
         IDT_GATE 19, stub_19, 0x8e
         IDT_GATE 0x30, stub_0x30, 0x8e
         IDT_GATE 0x80, stub_0x80, 0xee
+        movl $(SEL_TSS_B << 16), idt + 8 * 0x82     /* a task gate to task B */
+        movl $0x8500, idt + 8 * 0x82 + 4
         lidt idt_pointer
 
         /* TSS A: ring-0 stack for interrupts from ring 3, I/O bitmap right after the 104-byte TSS */
@@ -1109,6 +1111,22 @@ check_tasks:
         str %ax
         movzwl %ax, %eax
         CHECK "task.iret.tr", SEL_TSS_A
+
+        /* INT through a task gate: like CALL (NT, back link), IRET returns */
+        mov $task_b_called, %eax
+        call reset_tss_b
+        movl $0, task_b_tr
+        int $0x82
+        clts
+        mov task_b_tr, %eax
+        CHECK "task.gate.tr", SEL_TSS_B
+        mov task_b_link, %eax
+        CHECK "task.gate.link", SEL_TSS_A
+        mov task_b_flags, %eax
+        and $EFLAGS_NT, %eax
+        CHECK "task.gate.nt", EFLAGS_NT
+        DESC_TYPE SEL_TSS_B
+        CHECK "task.gate.b_busy_after", 0x89
 
         /* CALL to a busy task: #GP(selector) */
         TRY 1f
