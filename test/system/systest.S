@@ -82,6 +82,10 @@ v86_in80:
         int $0x80
 v86_task:
         int $0x30
+v86_pushf:
+        pushf
+v86_iret:
+        iret
         .code32
 
 /* ---- output ---- */
@@ -956,6 +960,24 @@ l_tss_at: mov %ax, %fs
 l_limit_at: mov %ax, %fs
         NOFAULT
 1:      EXPECT "load.beyond_gdt", 13, 0x400, l_limit_at
+        /* INT n through a gate of DPL < CPL: #GP(vector * 8 + 2); through an empty entry: #GP likewise */
+        TRY 1f
+        mov $user_int30, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "int.gate_dpl", 13, (0x30 * 8 + 2), user_int30
+        TRY 1f
+int_empty_at: int $0x31
+        NOFAULT
+1:      EXPECT "int.empty_gate", 13, (0x31 * 8 + 2), int_empty_at
+        /* IRET to CPL 3 nulls data segment registers the new CPL may not use (FS, GS hold DPL-0 data) */
+        movl $0xffff, user_fs_seen
+        TRY 1f
+        mov $user_store_fs, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      mov user_fs_seen, %eax
+        CHECK "iret.outer_nulls_fs", 0
         TRY 1f
         mov $user_load_data0, %eax
         mov $2, %ecx
@@ -965,6 +987,12 @@ l_limit_at: mov %ax, %fs
         mov %ax, %fs
         ret
 
+user_int30:
+        int $0x30
+        NOFAULT
+user_store_fs:
+        mov %fs, user_fs_seen
+        NOFAULT
 user_load_data0:
         mov $SEL_DATA0, %ax
 user_load_at:
@@ -1183,6 +1211,8 @@ check_v86:
         mov exc_eflags, %eax
         and $0x200, %eax
         CHECK "v86.sensitive_iopl3.if", 0x200
+        V86_TRY "v86.pushf_iopl0", v86_pushf, 2, 13, 0, v86_pushf
+        V86_TRY "v86.iret_iopl0", v86_iret, 2, 13, 0, v86_iret
         V86_TRY "v86.io_denied", v86_in84, (EFLAGS_IOPL3 | 2), 13, 0, v86_in84
         V86_TRY "v86.io_allowed", v86_in80, 2, 13, 0, (v86_in80 + 2)
 
@@ -1446,6 +1476,7 @@ fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
 pse_probe:      .long 0x5a5aa5a5
 misaligned:     .long 0, 0
 dr_watched:     .long 0
+user_fs_seen:   .long 0
 exc_hook_enable: .long 1
 cr0_saved:      .long 0
 
