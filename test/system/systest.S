@@ -46,7 +46,9 @@
         .set SEL_RODATA, 0x78           /* read-only data */
         .set SEL_XCODE, 0x80            /* execute-only code */
         .set SEL_TSS_V, 0x88            /* TSS of a v86 task */
-        .set GDT_ENTRIES, 18
+        .set SEL_TSS_DF, 0x90           /* TSS of the double-fault task */
+        .set SEL_CODE_SMALL, 0x98       /* code, limit 0xfff */
+        .set GDT_ENTRIES, 20
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -383,6 +385,8 @@ _start:
         DESC SEL_RODATA, 0, 0xfffff, 0x90, 0xc
         DESC SEL_XCODE, 0, 0xfffff, 0x98, 0xc
         DESC SEL_TSS_V, tss_v, 0x67, 0x89, 0
+        DESC SEL_TSS_DF, tss_df, 0x67, 0x89, 0
+        DESC SEL_CODE_SMALL, 0, 0xfff, 0x9a, 0x4
         lgdt gdt_pointer
         ljmp $SEL_CODE0, $1f
 1:      mov $SEL_DATA0, %ax
@@ -454,8 +458,10 @@ _start:
         call check_paging
         call check_segments
         call check_loads
+        call check_descriptor_queries
         call check_call_gates
         call check_tasks
+        call check_double_fault_task
         call check_v86
         call check_iopb
         call check_control_registers
@@ -755,6 +761,39 @@ np_wr_at: movl $4, TESTPAGE + 8
         jmp enter_user
 1:      EXPECT "pg.user_read_user", 0x80, 0, user_read_after
 
+        /* U/S and R/W combine: a user PTE under a supervisor PDE, a writable PTE under a read-only PDE */
+        movl $(TESTPAGE | 7), %eax
+        call map_test
+        andl $~4, PD + 4
+        invlpg TESTPAGE
+        TRY 1f
+        mov $user_read_test, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      orl $4, PD + 4
+        EXPECT "pg.user_pde_super", 14, 5, user_read_at
+        andl $~2, PD + 4
+        invlpg TESTPAGE
+        TRY 1f
+        mov $user_write_test, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      orl $2, PD + 4
+        invlpg TESTPAGE
+        EXPECT "pg.user_pde_readonly", 14, 7, user_write_at
+
+        /* An instruction that starts on a mapped page and ends on a not-present one: CR2 = the second page */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        movb $0xb8, TESTPAGE - 1        /* mov $imm32, %eax: its immediate lies on the test page */
+        TRY 1f
+        mov $(TESTPAGE - 1), %eax
+        call *%eax
+        NOFAULT
+1:      EXPECT "pg.fetch_across", 14, 0, (TESTPAGE - 1)
+        mov exc_cr2, %eax
+        CHECK "pg.fetch_across.cr2", TESTPAGE
+
         /* PSE: a 4 MiB page at 16 MiB mapping physical 0; A and D set in the PDE */
         mov %cr4, %eax
         or $0x10, %eax
@@ -904,6 +943,12 @@ ss_down_at: movl $1, %ss:0xffc
         NOFAULT
 push_ok_after:
 1:      EXPECT "seg.ss.down.push", 0x80, 0, push_ok_after
+
+        /* A far jump beyond the code segment's limit: #GP(0) */
+        TRY 1f
+cs_limit_at: ljmp $SEL_CODE_SMALL, $0x1000
+        NOFAULT
+1:      EXPECT "seg.cs_limit", 13, 0, cs_limit_at
 
         /* Read-only data: writes #GP(0) */
         TRY 1f
@@ -1448,6 +1493,124 @@ clear_tf_hook:
         andl $~EFLAGS_TF, 8(%ebp)
 1:      ret
 
+/* ---- LAR, LSL, VERR, VERW: the value when ZF is set, else 0xffffffff (ZF clear) ---- */
+        .macro QUERY name, insn, sel, expected, mask=0xffffffff
+        mov $\sel, %ecx
+        mov $0xffffffff, %eax
+        \insn %ecx, %eax
+        jz 2f
+        mov $0xffffffff, %eax
+        jmp 3f
+2:      and $\mask, %eax
+3:      CHECK "\name", \expected
+        .endm
+        .macro VQUERY name, insn, sel, expected
+        mov $\sel, %ecx
+        xor %eax, %eax
+        \insn %cx
+        setz %al
+        CHECK "\name", \expected
+        .endm
+
+check_descriptor_queries:
+        QUERY "lsl.up", lsl, SEL_UP, 0xfff
+        QUERY "lsl.flat_4k", lsl, SEL_DATA0, 0xffffffff
+        QUERY "lsl.tss", lsl, SEL_TSS_B, 0x67
+        QUERY "lsl.call_gate", lsl, SEL_GATE3, 0xffffffff
+        /* LAR: bits 19:16 are undefined (the limit's, or zero): masked */
+        QUERY "lar.data0", lar, SEL_DATA0, 0x00c09300, 0x00f0ff00
+        QUERY "lar.call_gate", lar, SEL_GATE3, 0x0010ec00, 0x00f0ff00   /* 0x0010: gate_target >> 16 */
+        QUERY "lar.null", lar, 0, 0xffffffff
+        VQUERY "verr.exec_only", verr, SEL_XCODE, 0
+        VQUERY "verr.readable_code", verr, SEL_CODE0, 1
+        VQUERY "verw.readonly", verw, SEL_RODATA, 0
+        VQUERY "verw.data", verw, SEL_DATA0, 1
+        /* From CPL 3: DPL-0 descriptors are not visible */
+        TRY 1f
+        mov $user_queries, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      mov user_query_results, %eax
+        CHECK "lar.cpl3_dpl0", 0
+        mov user_query_results + 4, %eax
+        CHECK "lar.cpl3_dpl3", 1
+        mov user_query_results + 8, %eax
+        CHECK "verw.cpl3_dpl0", 0
+        ret
+
+user_queries:
+        xor %eax, %eax
+        mov $SEL_DATA0, %ecx
+        lar %ecx, %edx
+        setz %al
+        mov %eax, user_query_results
+        mov $(SEL_DATA3 | 3), %ecx
+        lar %ecx, %edx
+        setz %al
+        mov %eax, user_query_results + 4
+        mov $SEL_DATA0, %ecx
+        verw %cx
+        setz %al
+        mov %eax, user_query_results + 8
+        NOFAULT
+
+/* ---- #DF through a task gate ---- */
+/*
+ * TSS A's SS0 is made null, so an interrupt from CPL 3 cannot switch stacks: #TS(0) while delivering INT 0x80,
+ * whose delivery faults the same way: #DF, through a task gate to a task with its own stack. That task
+ * records its error code, repairs SS0 and IRETs (nested) back to CPL 3, where INT 0x80 now runs.
+ */
+check_double_fault_task:
+        mov $tss_df, %edi
+        mov $26, %ecx
+        xor %eax, %eax
+        rep stosl
+        movl $df_task, tss_df + 32
+        movl $2, tss_df + 36
+        movl $STACK_B, tss_df + 56
+        mov %cr3, %eax
+        mov %eax, tss_df + 28
+        movl $SEL_CODE0, tss_df + 76
+        mov $SEL_DATA0, %eax
+        mov %eax, tss_df + 72
+        mov %eax, tss_df + 80
+        mov %eax, tss_df + 84
+        mov %eax, tss_df + 88
+        mov %eax, tss_df + 92
+        movw $104, tss_df + 102
+        movl $(SEL_TSS_DF << 16), idt + 8 * 8
+        movl $0x8500, idt + 8 * 8 + 4
+        movl $0xffffffff, df_error
+        movl $0, tss_a + 8              /* SS0 := null */
+        TRY 1f
+        mov $user_df, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      IDT_GATE 8, stub_8, 0x8e
+        movl $SEL_DATA0, tss_a + 8
+        clts
+        EXPECT "df.task.resumed", 0x80, 0, user_df_after
+        mov df_error, %eax
+        CHECK "df.task.error", 0
+        mov df_link, %eax
+        CHECK "df.task.link", SEL_TSS_A
+        mov df_eip_a, %eax
+        CHECK "df.task.a_eip", user_df
+        ret
+user_df:
+        NOFAULT
+user_df_after:
+df_task:
+        pop %eax
+        mov %eax, df_error
+        movzwl tss_df, %eax
+        mov %eax, df_link
+        mov tss_a + 32, %eax
+        mov %eax, df_eip_a
+        movl $SEL_DATA0, tss_a + 8
+        iret
+        jmp df_task                     /* (a later #DF would start here) */
+
 /* ---- data ---- */
         .section .rodata
 str_colon:      .asciz ": "
@@ -1477,6 +1640,10 @@ pse_probe:      .long 0x5a5aa5a5
 misaligned:     .long 0, 0
 dr_watched:     .long 0
 user_fs_seen:   .long 0
+user_query_results: .long 0, 0, 0
+df_error:       .long 0
+df_link:        .long 0
+df_eip_a:       .long 0
 exc_hook_enable: .long 1
 cr0_saved:      .long 0
 
@@ -1495,6 +1662,7 @@ gdt:    .fill GDT_ENTRIES * 8, 1, 0
 idt:    .fill 256 * 8, 1, 0
 tss_b:  .fill 104, 1, 0
 tss_v:  .fill 104, 1, 0
+tss_df: .fill 104, 1, 0
         .align 4
 mb_info:        .long 0
 fail_count:     .long 0
