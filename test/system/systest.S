@@ -195,6 +195,23 @@ info:
         CHECK "\name\().eip", \eip
         .endm
 
+/* USER_TRY name, instructions, eflags, vector[, error]: run at CPL 3, expect that exception (0x80: none) */
+        .macro USER_TRY name, insn, eflags, vector, error=0
+        TRY 1f
+        mov $9f, %eax
+        mov $(\eflags), %ecx
+        jmp enter_user
+        .pushsection .text.user
+9:      \insn
+        NOFAULT
+        .popsection
+1:      call exc_code
+        CHECK "\name", ((\vector << 16) | (\error))
+        .endm
+        .macro IO_TRY name, insn, eflags, vector
+        USER_TRY "\name", "\insn", \eflags, \vector
+        .endm
+
 /* exc_code: eax = vector << 16 | error code */
 exc_code:
         mov exc_vector, %eax
@@ -804,6 +821,8 @@ np_wr_at: movl $4, TESTPAGE + 8
         mov $pse_probe, %ebx
         mov 0x1000000(%ebx), %eax
         CHECK "pg.pse.read", 0x5a5aa5a5
+        mov PD + 16, %eax
+        CHECK "pg.pse.pde_after_read", 0xa7
         movl $0x12345678, 0x1000000(%ebx)
         mov pse_probe, %eax
         CHECK "pg.pse.write", 0x12345678
@@ -1005,6 +1024,54 @@ l_tss_at: mov %ax, %fs
 l_limit_at: mov %ax, %fs
         NOFAULT
 1:      EXPECT "load.beyond_gdt", 13, 0x400, l_limit_at
+        /* Privileged instructions at CPL 3: #GP(0); IOPL-sensitive ones at IOPL 0 likewise */
+        USER_TRY "cpl3.hlt", "hlt", 2, 13
+        USER_TRY "cpl3.mov_cr0", "mov %eax, %cr0", 2, 13
+        USER_TRY "cpl3.mov_from_cr3", "mov %cr3, %eax", 2, 13
+        USER_TRY "cpl3.mov_dr7", "mov %eax, %dr7", 2, 13
+        USER_TRY "cpl3.lgdt", "lgdt gdt_pointer", 2, 13
+        USER_TRY "cpl3.lidt", "lidt idt_pointer", 2, 13
+        USER_TRY "cpl3.ltr", "mov $0x30, %ax; ltr %ax", 2, 13
+        USER_TRY "cpl3.clts", "clts", 2, 13
+        USER_TRY "cpl3.invlpg", "invlpg 0", 2, 13
+        USER_TRY "cpl3.wrmsr", "wrmsr", 2, 13
+        USER_TRY "cpl3.cli_iopl0", "cli", 2, 13
+        USER_TRY "cpl3.cli_iopl3", "cli", (EFLAGS_IOPL3 | 2), 0x80
+        USER_TRY "cpl3.sgdt", "sgdt user_query_results", 2, 0x80
+        USER_TRY "cpl3.smsw", "smsw %ax", 2, 0x80
+        USER_TRY "cpl3.int3", "int3", 2, 3
+        USER_TRY "cpl3.into_no_overflow", "xor %eax, %eax; into", 2, 0x80
+        /* POPF at CPL 3, IOPL 0: IF and IOPL do not change, no fault */
+        TRY 1f
+        mov $user_popf, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      mov exc_eflags, %eax
+        and $(0x200 | EFLAGS_IOPL3), %eax
+        CHECK "cpl3.popf_keeps_if_iopl", 0
+
+        /* The frame an interrupt from CPL 3 pushes on TSS.ESP0: EIP, CS, EFLAGS, ESP, SS */
+        USER_TRY "int.from_cpl3", "mov $0x12345, %esp", 2, 0x80
+        mov exc_frame, %eax
+        CHECK "int.from_cpl3.frame", (STACK0_TSS - 20)
+        mov exc_cs, %eax
+        CHECK "int.from_cpl3.cs", (SEL_CODE3 | 3)
+        mov STACK0_TSS - 8, %eax
+        CHECK "int.from_cpl3.esp", 0x12345
+        mov STACK0_TSS - 4, %eax
+        CHECK "int.from_cpl3.ss", (SEL_DATA3 | 3)
+
+        /* IRET to a code selector whose RPL is not its DPL: #GP(selector) */
+        TRY 1f
+        push $(SEL_DATA3 | 3)
+        push $STACK3
+        push $2
+        push $SEL_CODE3
+        push $user_df
+iret_rpl_at: iret
+        NOFAULT
+1:      EXPECT "iret.cs_rpl", 13, SEL_CODE3, iret_rpl_at
+
         /* INT n through a gate of DPL < CPL: #GP(vector * 8 + 2); through an empty entry: #GP likewise */
         TRY 1f
         mov $user_int30, %eax
@@ -1032,6 +1099,10 @@ int_empty_at: int $0x31
         mov %ax, %fs
         ret
 
+user_popf:
+        pushl $(0x200 | EFLAGS_IOPL3 | 2)
+        popf
+        NOFAULT
 user_int30:
         int $0x30
         NOFAULT
@@ -1291,18 +1362,6 @@ v86_task_fault:
         ljmp $SEL_TSS_A, $0
 
 /* ---- I/O permission bitmap (CPL 3, IOPL 0 unless said) ---- */
-        .macro IO_TRY name, insn, eflags, vector
-        TRY 1f
-        mov $9f, %eax
-        mov $(\eflags), %ecx
-        jmp enter_user
-        .pushsection .text.user
-9:      \insn
-        NOFAULT
-        .popsection
-1:      call exc_code
-        CHECK "\name", (\vector << 16)
-        .endm
 
 check_iopb:
         IO_TRY "io.inb_80", "inb $0x80, %al", 2, 0x80
