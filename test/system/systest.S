@@ -84,6 +84,13 @@ v86_in80:
         int $0x80
 v86_task:
         int $0x30
+v86_int3:
+        int3
+v86_segment:
+        mov $0x7100, %ax                /* DS base 0x71000 */
+        mov %ax, %ds
+        mov 4, %eax
+        int $0x80
 v86_pushf:
         pushf
 v86_iret:
@@ -260,6 +267,12 @@ exc_common:
         mov $SEL_DATA0, %ax
         mov %ax, %ds
         mov %ax, %es
+        mov 36(%esp), %eax              /* the interrupted code's EAX, ECX, EDI (PUSHA order) */
+        mov %eax, exc_eax
+        mov 32(%esp), %eax
+        mov %eax, exc_ecx
+        mov 8(%esp), %eax
+        mov %eax, exc_edi
         mov 40(%esp), %eax
         mov %eax, exc_vector
         mov 44(%esp), %eax
@@ -656,6 +669,83 @@ mf_at:  fwait
         NOFAULT
 1:      fninit
         EXPECT "exc.mf", 16, 0, mf_at
+        /* With CR0.NE clear the error goes out on FERR# (IRQ 13, masked here): no exception */
+        mov %cr0, %eax
+        and $~0x20, %eax
+        mov %eax, %cr0
+        fldcw fpu_cw_unmask_zd
+        fld1
+        fidivl int_zero
+        TRY 1f
+        fwait
+        NOFAULT
+mf_ne0_after:
+1:      fninit
+        EXPECT "exc.mf_ne0", 0x80, 0, mf_ne0_after
+
+        /* #NM: WAIT faults with TS only when MP is set; any x87 instruction with EM */
+        mov %cr0, %eax
+        or $0xa, %eax                   /* TS, MP */
+        mov %eax, %cr0
+        TRY 1f
+wait_mp_at: fwait
+        NOFAULT
+1:      EXPECT "exc.nm_wait_mp", 7, 0, wait_mp_at
+        mov %cr0, %eax
+        and $~2, %eax                   /* TS without MP */
+        mov %eax, %cr0
+        TRY 1f
+        fwait
+        NOFAULT
+wait_nomp_after:
+1:      EXPECT "exc.nm_wait_no_mp", 0x80, 0, wait_nomp_after
+        clts
+        mov %cr0, %eax
+        or $4, %eax                     /* EM */
+        mov %eax, %cr0
+        TRY 1f
+em_at:  fninit
+        NOFAULT
+1:      mov %cr0, %eax
+        and $~4, %eax
+        mov %eax, %cr0
+        EXPECT "exc.nm_em", 7, 0, em_at
+
+        /* #UD: CR1, MOV to CS */
+        TRY 1f
+cr1_at: mov %eax, %cr1
+        NOFAULT
+1:      EXPECT "exc.ud_cr1", 6, 0, cr1_at
+        TRY 1f
+movcs_at: .byte 0x8e, 0xc8              /* mov %ax, %cs */
+        NOFAULT
+1:      EXPECT "exc.ud_mov_cs", 6, 0, movcs_at
+
+        /* INT n past the IDT's limit: #GP(vector * 8 + 2) */
+        lidt idt_pointer_short
+        TRY 1f
+int_limit_at: int $0x90
+        NOFAULT
+1:      lidt idt_pointer
+        EXPECT "exc.int_past_idt_limit", 13, (0x90 * 8 + 2), int_limit_at
+
+        /* REP MOVSB stopped by #PF half-way: CR2, ECX and EDI say where to restart */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        TRY 1f
+        mov $misaligned, %esi
+        mov $(TESTPAGE - 4), %edi
+        mov $8, %ecx
+        cld
+rep_at: rep movsb
+        NOFAULT
+1:      EXPECT "exc.rep_movs_pf", 14, 2, rep_at
+        mov exc_cr2, %eax
+        CHECK "exc.rep_movs_pf.cr2", TESTPAGE
+        mov exc_ecx, %eax
+        CHECK "exc.rep_movs_pf.ecx", 4
+        mov exc_edi, %eax
+        CHECK "exc.rep_movs_pf.edi", TESTPAGE
         ret
 
 user_ac:
@@ -988,6 +1078,25 @@ null_at: mov %fs:0, %eax
 
 /* ---- privilege and type checks on segment loads ---- */
 check_loads:
+        /* Loading a segment sets the descriptor's accessed bit */
+        andb $~1, gdt + SEL_UP + 5
+        mov $SEL_UP, %ax
+        mov %ax, %fs
+        movzbl gdt + SEL_UP + 5, %eax
+        CHECK "load.sets_accessed", 0x93
+        mov $SEL_DATA0, %ax
+        mov %ax, %fs
+        /* Descriptor-table, IDT and TSS accesses from CPL 3 are supervisor accesses: a supervisor page is fine */
+        mov $gdt, %ebx
+        shr $12, %ebx
+        andl $~4, PT0(, %ebx, 4)
+        invlpg gdt
+        USER_TRY "load.gdt_supervisor_page", "mov $(SEL_DATA3 | 3), %ax; mov %ax, %ds", 2, 0x80
+        mov $gdt, %ebx
+        shr $12, %ebx
+        orl $4, PT0(, %ebx, 4)
+        invlpg gdt
+
         TRY 1f
         mov $(SEL_DATA0 | 3), %ax       /* RPL 3 > DPL 0 */
 l_rpl_at: mov %ax, %fs
@@ -1327,6 +1436,12 @@ check_v86:
         mov exc_eflags, %eax
         and $0x200, %eax
         CHECK "v86.sensitive_iopl3.if", 0x200
+        /* INT3 is not IOPL-sensitive: #BP through the IDT (a DPL-3 gate), whatever IOPL */
+        V86_TRY "v86.int3_iopl0", v86_int3, 2, 3, 0, (v86_int3 + 1)
+        movl $0x5a5aa5a5, 0x71004
+        V86_TRY "v86.segment_load", v86_segment, (EFLAGS_IOPL3 | 2), 0x80, 0, v86_pushf
+        mov exc_eax, %eax
+        CHECK "v86.segment_load.value", 0x5a5aa5a5
         V86_TRY "v86.pushf_iopl0", v86_pushf, 2, 13, 0, v86_pushf
         V86_TRY "v86.iret_iopl0", v86_iret, 2, 13, 0, v86_iret
         V86_TRY "v86.io_denied", v86_in84, (EFLAGS_IOPL3 | 2), 13, 0, v86_in84
@@ -1691,6 +1806,10 @@ gdt_pointer:
 idt_pointer:
         .word 256 * 8 - 1
         .long idt
+        .align 8
+idt_pointer_short:
+        .word 0x90 * 8 - 1
+        .long idt
 bound_pair:     .long 0, 4
 int_zero:       .long 0
 fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
@@ -1733,6 +1852,9 @@ exc_eip:        .long 0
 exc_cs:         .long 0
 exc_eflags:     .long 0
 exc_cr2:        .long 0
+exc_eax:        .long 0
+exc_ecx:        .long 0
+exc_edi:        .long 0
 exc_count:      .long 0
 exc_hook:       .long 0
 exc_frame:      .long 0
