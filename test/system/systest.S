@@ -48,7 +48,10 @@
         .set SEL_TSS_V, 0x88            /* TSS of a v86 task */
         .set SEL_TSS_DF, 0x90           /* TSS of the double-fault task */
         .set SEL_CODE_SMALL, 0x98       /* code, limit 0xfff */
-        .set GDT_ENTRIES, 20
+        .set SEL_TASK_GATE, 0xa0        /* task gate to task B */
+        .set SEL_CONFORMING, 0xa8       /* conforming code, DPL 0 */
+        .set SEL_LDT, 0xb0              /* an LDT with one data descriptor (selector 0x04 | TI) */
+        .set GDT_ENTRIES, 23
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -267,6 +270,8 @@ exc_common:
         mov $SEL_DATA0, %ax
         mov %ax, %ds
         mov %ax, %es
+        pushf
+        pop exc_inner_flags             /* the handler's own EFLAGS */
         mov 36(%esp), %eax              /* the interrupted code's EAX, ECX, EDI (PUSHA order) */
         mov %eax, exc_eax
         mov 32(%esp), %eax
@@ -417,6 +422,10 @@ _start:
         DESC SEL_TSS_V, tss_v, 0x67, 0x89, 0
         DESC SEL_TSS_DF, tss_df, 0x67, 0x89, 0
         DESC SEL_CODE_SMALL, 0, 0xfff, 0x9a, 0x4
+        movl $(SEL_TSS_B << 16), gdt + SEL_TASK_GATE
+        movl $0x8500, gdt + SEL_TASK_GATE + 4
+        DESC SEL_CONFORMING, 0, 0xfffff, 0x9e, 0xc
+        DESC SEL_LDT, ldt, 15, 0x82, 0
         lgdt gdt_pointer
         ljmp $SEL_CODE0, $1f
 1:      mov $SEL_DATA0, %ax
@@ -1181,6 +1190,36 @@ iret_rpl_at: iret
         NOFAULT
 1:      EXPECT "iret.cs_rpl", 13, SEL_CODE3, iret_rpl_at
 
+        /* LDT: a data descriptor at LDT index 0 (selector 0x04), base = ldt_probe */
+        mov $ldt_probe, %ebx
+        mov %bx, ldt + 2
+        shr $16, %ebx
+        mov %bl, ldt + 4
+        mov %bh, ldt + 7
+        movw $3, ldt
+        movb $0x92, ldt + 5
+        movb $0x40, ldt + 6
+        mov $SEL_LDT, %ax
+        lldt %ax
+        mov $0x04, %ax
+        mov %ax, %fs
+        mov %fs:0, %eax
+        CHECK "ldt.read", 0x600df00d
+        TRY 1f
+ldt_limit_at: mov $0x0c, %ax            /* index 1: past the LDT's limit */
+        mov %ax, %fs
+        NOFAULT
+1:      EXPECT "ldt.beyond_limit", 13, 0x0c, (ldt_limit_at + 4)
+        xor %eax, %eax
+        lldt %ax
+        TRY 1f
+        mov $0x04, %ax
+ldt_null_at: mov %ax, %fs
+        NOFAULT
+1:      EXPECT "ldt.null_ldtr", 13, 0x04, ldt_null_at
+        mov $SEL_DATA0, %ax
+        mov %ax, %fs
+
         /* INT n through a gate of DPL < CPL: #GP(vector * 8 + 2); through an empty entry: #GP likewise */
         TRY 1f
         mov $user_int30, %eax
@@ -1254,7 +1293,75 @@ check_call_gates:
         mov $2, %ecx
         jmp enter_user
 1:      EXPECT "gate.not_present", 11, SEL_GATE_NP, user_gate_np_at
+
+        /* A far call from CPL 3 to conforming DPL-0 code keeps CPL 3; to non-conforming DPL-0 code: #GP */
+        movl $0, conforming_cs
+        USER_TRY "far.conforming", "lcall $SEL_CONFORMING, $conforming_target", 2, 0x80
+        mov conforming_cs, %eax
+        CHECK "far.conforming.cs", (SEL_CONFORMING | 3)
+        USER_TRY "far.nonconforming_dpl0", "lcall $SEL_CODE0, $conforming_target", 2, 13, SEL_CODE0
+        /* A far return to a more privileged level: #GP(selector) */
+        USER_TRY "far.ret_inner", "push $SEL_CODE0; push $0; lret", 2, 13, SEL_CODE0
+
+        /* Interrupt gates clear IF, trap gates keep it; both clear TF and NT */
+        IDT_GATE 0x81, stub_0x80, 0x8f
+        sti
+        TRY 1f
+        int $0x80
+1:      cli
+        mov exc_inner_flags, %eax
+        and $0x200, %eax
+        CHECK "int.interrupt_gate_if", 0
+        sti
+        TRY 1f
+        int $0x81
+1:      cli
+        mov exc_inner_flags, %eax
+        and $0x200, %eax
+        CHECK "int.trap_gate_if", 0x200
+
+        /* SYSENTER to CS = MSR 0x174, SS = CS + 8; SYSEXIT to CS + 16 | 3, SS = CS + 24 | 3 */
+        xor %edx, %edx
+        mov $0x174, %ecx
+        mov $SEL_CODE0, %eax
+        wrmsr
+        mov $0x175, %ecx
+        mov $(STACK0_TSS - 0x100), %eax
+        wrmsr
+        mov $0x176, %ecx
+        mov $sysenter_target, %eax
+        wrmsr
+        USER_TRY "sysenter", "mov $sysexit_back, %edx; mov %esp, %ecx; sysenter", 2, 0x80
+        mov sysenter_seen, %eax
+        CHECK "sysenter.cs_ss", ((SEL_CODE0 << 16) | SEL_DATA0)
+        mov sysenter_seen + 4, %eax
+        CHECK "sysenter.esp", (STACK0_TSS - 0x100)
+        mov sysenter_seen + 8, %eax
+        CHECK "sysexit.cs_ss", (((SEL_CODE3 | 3) << 16) | (SEL_DATA3 | 3))
+        xor %edx, %edx
+        xor %eax, %eax
+        mov $0x174, %ecx
+        wrmsr
+        USER_TRY "sysenter.cs_zero", "sysenter", 2, 13
         ret
+
+conforming_target:
+        mov %cs, %eax
+        mov %eax, conforming_cs
+        lret
+sysenter_target:
+        mov %cs, %eax
+        shl $16, %eax
+        mov %ss, %ax
+        mov %eax, sysenter_seen
+        mov %esp, sysenter_seen + 4
+        sysexit
+sysexit_back:
+        mov %cs, %eax
+        shl $16, %eax
+        mov %ss, %ax
+        mov %eax, sysenter_seen + 8
+        NOFAULT
 
 user_call_gate:
         push $0xaaaa
@@ -1380,6 +1487,15 @@ check_tasks:
         CHECK "task.gate.nt", EFLAGS_NT
         DESC_TYPE SEL_TSS_B
         CHECK "task.gate.b_busy_after", 0x89
+
+        /* JMP through a task gate in the GDT */
+        mov $task_b_jumped, %eax
+        call reset_tss_b
+        movl $0, task_b_tr
+        ljmp $SEL_TASK_GATE, $0
+        clts
+        mov task_b_tr, %eax
+        CHECK "task.gdt_gate.tr", SEL_TSS_B
 
         /* CALL to a busy task: #GP(selector) */
         TRY 1f
@@ -1818,6 +1934,9 @@ pse_probe:      .long 0x5a5aa5a5
 misaligned:     .long 0, 0
 dr_watched:     .long 0
 user_fs_seen:   .long 0
+conforming_cs:  .long 0
+sysenter_seen:  .long 0, 0, 0
+ldt_probe:      .long 0x600df00d
 user_query_results: .long 0, 0, 0
 df_error:       .long 0
 df_link:        .long 0
@@ -1838,6 +1957,7 @@ tss_a_end:
         .align 16
 gdt:    .fill GDT_ENTRIES * 8, 1, 0
 idt:    .fill 256 * 8, 1, 0
+ldt:    .fill 16, 1, 0
 tss_b:  .fill 104, 1, 0
 tss_v:  .fill 104, 1, 0
 tss_df: .fill 104, 1, 0
@@ -1853,6 +1973,7 @@ exc_cs:         .long 0
 exc_eflags:     .long 0
 exc_cr2:        .long 0
 exc_eax:        .long 0
+exc_inner_flags: .long 0
 exc_ecx:        .long 0
 exc_edi:        .long 0
 exc_count:      .long 0
