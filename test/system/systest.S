@@ -26,6 +26,7 @@
         .set PT1, 0x402000
         .set TESTPAGE, 0x500000         /* a page the paging checks remap */
         .set OTHERPAGE, 0x501000
+        .set HANDLER16_COPY, 0x7200     /* where the 16-bit gate's handler runs */
         .set SEGBASE, 0x200000          /* base of the limited data segments */
         .set V86CS, 0xfff0              /* v86 code segment: linear 0xfff00 + IP reaches the kernel's first 64 KiB */
 
@@ -272,6 +273,8 @@ exc_common:
         mov %ax, %es
         pushf
         pop exc_inner_flags             /* the handler's own EFLAGS */
+        movzwl 4(%esp), %eax
+        mov %eax, exc_entry_ds
         mov 36(%esp), %eax              /* the interrupted code's EAX, ECX, EDI (PUSHA order) */
         mov %eax, exc_eax
         mov 32(%esp), %eax
@@ -774,11 +777,11 @@ enter_user:
         push %eax
         iret
 
-/* enter_v86: eax = IP, ecx = EFLAGS (VM added); CS = V86CS, SS:SP = 0x7000:0xfff0 */
+/* enter_v86: eax = IP, ecx = EFLAGS (VM added); CS = V86CS, SS:SP = 0x7000:0xfff0, DS = 0x7100 */
 enter_v86:
         push $0                         /* gs */
         push $0                         /* fs */
-        push $0                         /* ds */
+        push $0x7100                    /* ds */
         push $0                         /* es */
         push $0x7000
         push $0xfff0
@@ -897,6 +900,26 @@ np_wr_at: movl $4, TESTPAGE + 8
 1:      orl $2, PD + 4
         invlpg TESTPAGE
         EXPECT "pg.user_pde_readonly", 14, 7, user_write_at
+
+        /* A write across into a not-present page changes neither page */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        movl $0x11223344, TESTPAGE - 4
+        TRY 1f
+cross_at: movl $0xaabbccdd, TESTPAGE - 2
+        NOFAULT
+1:      EXPECT "pg.write_across", 14, 2, cross_at
+        mov TESTPAGE - 4, %eax
+        CHECK "pg.write_across.first_page", 0x11223344
+        /* A write that faults (read-only, WP) does not set D */
+        movl $(TESTPAGE | 0x25), %eax   /* present, user, read-only, accessed */
+        call map_test
+        TRY 1f
+        movl $1, TESTPAGE
+        NOFAULT
+1:      mov TESTPTE, %eax
+        and $0x60, %eax
+        CHECK "pg.faulting_write_no_dirty", 0x20
 
         /* An instruction that starts on a mapped page and ends on a not-present one: CR2 = the second page */
         movl $(TESTPAGE | 6), %eax
@@ -1061,6 +1084,12 @@ ss_down_at: movl $1, %ss:0xffc
         NOFAULT
 push_ok_after:
 1:      EXPECT "seg.ss.down.push", 0x80, 0, push_ok_after
+
+        /* A far jump to the null selector: #GP(0) */
+        TRY 1f
+null_jmp_at: ljmp $0, $0
+        NOFAULT
+1:      EXPECT "seg.far_jmp_null", 13, 0, null_jmp_at
 
         /* A far jump beyond the code segment's limit: #GP(0) */
         TRY 1f
@@ -1303,6 +1332,28 @@ check_call_gates:
         /* A far return to a more privileged level: #GP(selector) */
         USER_TRY "far.ret_inner", "push $SEL_CODE0; push $0; lret", 2, 13, SEL_CODE0
 
+        /* A 16-bit interrupt gate pushes FLAGS, CS, IP as words; its offset has 16 bits, so the handler
+           runs from a copy below 64 KiB */
+        mov $handler16, %esi
+        mov $HANDLER16_COPY, %edi
+        mov $(handler16_end - handler16), %ecx
+        rep movsb
+        IDT_GATE 0x84, HANDLER16_COPY, 0x86
+        movl $0, gate16_seen
+        mov %esp, %ebp
+        int $0x84
+gate16_return:
+        mov %ebp, %esp
+        mov gate16_seen, %eax
+        CHECK "int.gate16.frame_bytes", 6
+        mov gate16_seen + 4, %eax
+        CHECK "int.gate16.cs", SEL_CODE0
+        mov $gate16_return, %edx
+        movzwl %dx, %edx
+        mov gate16_seen + 8, %eax
+        NAME "int.gate16.ip"                /* the low 16 bits of the return address */
+        call check
+
         /* Interrupt gates clear IF, trap gates keep it; both clear TF and NT */
         IDT_GATE 0x81, stub_0x80, 0x8f
         sti
@@ -1344,6 +1395,17 @@ check_call_gates:
         wrmsr
         USER_TRY "sysenter.cs_zero", "sysenter", 2, 13
         ret
+
+handler16:
+        mov %ebp, %eax
+        sub %esp, %eax
+        mov %eax, gate16_seen
+        movzwl 2(%esp), %eax
+        mov %eax, gate16_seen + 4
+        movzwl (%esp), %eax
+        mov %eax, gate16_seen + 8
+        jmp *gate16_return_pointer
+handler16_end:
 
 conforming_target:
         mov %cs, %eax
@@ -1408,6 +1470,7 @@ reset_tss_b:
         mov %cr3, %eax
         mov %eax, tss_b + 28
         movl $SEL_CODE0, tss_b + 76
+        movl $0x0b0b0b0b, tss_b + 52    /* EBX */
         mov $SEL_DATA0, %eax
         mov %eax, tss_b + 72            /* es */
         mov %eax, tss_b + 80            /* ss */
@@ -1427,7 +1490,15 @@ check_tasks:
         mov $task_b_jumped, %eax
         call reset_tss_b
         movl $0, task_b_tr
+        mov $0x0e0e0e0e, %esi
         ljmp $SEL_TSS_B, $0
+task_jmp_after:
+        mov tss_a + 64, %eax            /* ESI saved in the old TSS */
+        CHECK "task.jmp.saved_esi", 0x0e0e0e0e
+        mov tss_a + 32, %eax            /* EIP saved: after the JMP */
+        CHECK "task.jmp.saved_a_eip", task_jmp_after
+        mov task_b_ebx, %eax
+        CHECK "task.jmp.loaded_ebx", 0x0b0b0b0b
         mov task_b_tr, %eax
         CHECK "task.jmp.tr", SEL_TSS_B
         mov task_b_flags, %eax
@@ -1464,6 +1535,9 @@ check_tasks:
         CHECK "task.call.old_busy", 0x8b
         DESC_TYPE SEL_TSS_B
         CHECK "task.iret.b_busy", 0x89
+        mov tss_b + 36, %eax            /* B's EFLAGS image: IRET's task return clears its NT */
+        and $EFLAGS_NT, %eax
+        CHECK "task.iret.b_saved_nt", 0
         pushf
         pop %eax
         and $EFLAGS_NT, %eax
@@ -1505,6 +1579,7 @@ busy_at: lcall $SEL_TSS_A, $0
         ret
 
 task_b_common:
+        mov %ebx, task_b_ebx            /* EBX as loaded from TSS B */
         str %ax
         movzwl %ax, %eax
         mov %eax, task_b_tr
@@ -1548,6 +1623,11 @@ check_v86:
         mov exc_eflags, %eax
         and $(EFLAGS_VM | EFLAGS_IOPL3), %eax
         CHECK "v86.int_iopl3.eflags", (EFLAGS_VM | EFLAGS_IOPL3)
+        mov exc_entry_ds, %eax
+        CHECK "v86.int_iopl3.ds_zeroed", 0
+        mov exc_frame, %eax
+        mov 24(%eax), %eax              /* DS as pushed: after EIP, CS, EFLAGS, ESP, SS, ES */
+        CHECK "v86.int_iopl3.ds_pushed", 0x7100
         V86_TRY "v86.sensitive_iopl3", v86_sensitive, (EFLAGS_IOPL3 | 2), 0x80, 0, (v86_in84)
         mov exc_eflags, %eax
         and $0x200, %eax
@@ -1935,6 +2015,8 @@ misaligned:     .long 0, 0
 dr_watched:     .long 0
 user_fs_seen:   .long 0
 conforming_cs:  .long 0
+gate16_seen:    .long 0, 0, 0
+gate16_return_pointer: .long gate16_return
 sysenter_seen:  .long 0, 0, 0
 ldt_probe:      .long 0x600df00d
 user_query_results: .long 0, 0, 0
@@ -1974,6 +2056,7 @@ exc_eflags:     .long 0
 exc_cr2:        .long 0
 exc_eax:        .long 0
 exc_inner_flags: .long 0
+exc_entry_ds:   .long 0
 exc_ecx:        .long 0
 exc_edi:        .long 0
 exc_count:      .long 0
@@ -1985,6 +2068,7 @@ gate_seen_params: .long 0, 0
 gate_seen_ss:   .long 0
 gate_seen_ret_cs: .long 0
 task_b_tr:      .long 0
+task_b_ebx:     .long 0
 task_b_flags:   .long 0
 task_b_link:    .long 0
 task_b_type_a:  .long 0
