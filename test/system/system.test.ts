@@ -28,6 +28,8 @@ const QEMU_DEVIATIONS: Record<string, string> = {
   'seg.down16.above': 'no limit checks on data accesses',
   'seg.ss.up.across': 'no limit checks on data accesses',
   'seg.ss.down.below': 'no limit checks on data accesses',
+  'seg.ss.ebp_default': 'no limit checks on data accesses',
+  'exc.ext_bit': 'no EXT bit in the error code of a fault while delivering an exception',
   'seg.ro.write': 'no write check on data accesses',
   'seg.null.use': 'no null-selector check on data accesses',
   'cr0.nw_without_cd': 'no #GP',

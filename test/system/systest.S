@@ -52,7 +52,8 @@
         .set SEL_TASK_GATE, 0xa0        /* task gate to task B */
         .set SEL_CONFORMING, 0xa8       /* conforming code, DPL 0 */
         .set SEL_LDT, 0xb0              /* an LDT with one data descriptor (selector 0x04 | TI) */
-        .set GDT_ENTRIES, 23
+        .set SEL_CODE_NP, 0xb8          /* code, not present */
+        .set GDT_ENTRIES, 24
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -429,6 +430,7 @@ _start:
         movl $0x8500, gdt + SEL_TASK_GATE + 4
         DESC SEL_CONFORMING, 0, 0xfffff, 0x9e, 0xc
         DESC SEL_LDT, ldt, 15, 0x82, 0
+        DESC SEL_CODE_NP, 0, 0xfffff, 0x1a, 0xc
         lgdt gdt_pointer
         ljmp $SEL_CODE0, $1f
 1:      mov $SEL_DATA0, %ax
@@ -732,6 +734,30 @@ cr1_at: mov %eax, %cr1
 movcs_at: .byte 0x8e, 0xc8              /* mov %ax, %cs */
         NOFAULT
 1:      EXPECT "exc.ud_mov_cs", 6, 0, movcs_at
+
+        /* A fault while delivering an exception has EXT (bit 0) in its error code; with INT n it has not */
+        mov $(idt + 8 * 6), %edi
+        mov $stub_6, %ebx
+        mov $SEL_CODE_NP, %ecx
+        mov $(0x8e << 8), %edx
+        call write_gate
+        mov $(idt + 8 * 0x85), %edi
+        call write_gate
+        TRY 1f
+ext_at: ud2
+        NOFAULT
+1:      IDT_GATE 6, stub_6, 0x8e
+        EXPECT "exc.ext_bit", 11, (SEL_CODE_NP | 1), ext_at
+        TRY 1f
+noext_at: int $0x85
+        NOFAULT
+1:      EXPECT "exc.int_no_ext", 11, SEL_CODE_NP, noext_at
+        /* INT n through a not-present gate: #NP(vector * 8 + 2) */
+        IDT_GATE 0x86, stub_0x80, 0x0e
+        TRY 1f
+gate_np_at: int $0x86
+        NOFAULT
+1:      EXPECT "exc.gate_not_present", 11, (0x86 * 8 + 2), gate_np_at
 
         /* INT n past the IDT's limit: #GP(vector * 8 + 2) */
         lidt idt_pointer_short
@@ -1074,6 +1100,14 @@ ss_up_at: mov %ss:0xffd, %eax
 ss_down_at: movl $1, %ss:0xffc
         NOFAULT
 1:      EXPECT "seg.ss.down.below", 12, 0, ss_down_at
+        TRY 1f
+        mov $SEL_UP, %ax
+        mov %ax, %ss
+        mov $0x800, %esp
+        mov $0xffd, %ebp
+ss_ebp_at: mov (%ebp), %eax             /* EBP addresses SS by default */
+        NOFAULT
+1:      EXPECT "seg.ss.ebp_default", 12, 0, ss_ebp_at
         /* (a PUSH below the limit is not tried: the #SS would be delivered on the same stack) */
         TRY 1f
         mov $SEL_DOWN, %ax
@@ -1571,6 +1605,20 @@ task_jmp_after:
         mov task_b_tr, %eax
         CHECK "task.gdt_gate.tr", SEL_TSS_B
 
+        /* IRET with NT to a back link that is not a busy TSS: #TS(back link) */
+        movw $SEL_TSS_B, tss_a
+        TRY 1f
+        pushf
+        orl $EFLAGS_NT, (%esp)
+        popf
+iret_nt_at: iret
+        NOFAULT
+1:      pushf
+        andl $~EFLAGS_NT, (%esp)
+        popf
+        movw $0, tss_a
+        EXPECT "task.iret_link_not_busy", 10, SEL_TSS_B, iret_nt_at
+
         /* CALL to a busy task: #GP(selector) */
         TRY 1f
 busy_at: lcall $SEL_TSS_A, $0
@@ -1638,6 +1686,13 @@ check_v86:
         V86_TRY "v86.segment_load", v86_segment, (EFLAGS_IOPL3 | 2), 0x80, 0, v86_pushf
         mov exc_eax, %eax
         CHECK "v86.segment_load.value", 0x5a5aa5a5
+        andl $~4, PT0 + 0x71 * 4        /* the page of DS:4 becomes supervisor-only */
+        invlpg 0x71000
+        V86_TRY "v86.pf_user", v86_segment, (EFLAGS_IOPL3 | 2), 14, 5, (v86_segment + 5)
+        orl $4, PT0 + 0x71 * 4
+        invlpg 0x71000
+        mov exc_cr2, %eax
+        CHECK "v86.pf_user.cr2", 0x71004
         V86_TRY "v86.pushf_iopl0", v86_pushf, 2, 13, 0, v86_pushf
         V86_TRY "v86.iret_iopl0", v86_iret, 2, 13, 0, v86_iret
         V86_TRY "v86.io_denied", v86_in84, (EFLAGS_IOPL3 | 2), 13, 0, v86_in84
