@@ -201,7 +201,9 @@ export class PcMachine {
     const multiboot = findMultibootHeader(this.kernel!);
     if (multiboot) {
       if (this.initrd) throw new TsvmError('-initrd: Multiboot modules are not supported');
-      this.cpu.setRegisters(loadMultiboot(this.memory, { name: this.config.kernel!, image: this.kernel!, header: multiboot, commandLine: this.config.append }));
+      // The command line starts with the kernel's name, as GRUB and QEMU give it.
+      const commandLine = `${this.config.kernel} ${this.config.append}`;
+      this.cpu.setRegisters(loadMultiboot(this.memory, { name: this.config.kernel!, image: this.kernel!, header: multiboot, commandLine }));
       return;
     }
     const kernel = parseBzImage(this.config.kernel!, this.kernel!);
