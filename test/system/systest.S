@@ -4,14 +4,15 @@
  * kernel, prints one line per check on the debug console (port 0xE9),
  *     name: XXXXXXXX ok              the observed value is what the SDM says
  *     name: XXXXXXXX FAIL want YYYYYYYY
- *     name: XXXXXXXX info            the SDM allows more than one outcome (compared, not asserted)
- * then "done N failed" and writes 0 to isa-debug-exit (port 0xF4): exit status 1. An exception no check
- * expected prints "unexpected ..." and exits with status 3.
+ *     name: XXXXXXXX info            the SDM allows more than one outcome (printed, not asserted)
+ * then "done N failed" (N in hex) and writes 0 to isa-debug-exit (port 0xF4): exit status 1. An exception
+ * no check expected prints "unexpected exception: vector error EIP" and exits with status 3.
+ * "no-cr4-reserved" on the command line skips the one check that wedges QEMU 7.2.
  *
- * Exceptions are caught by TRY: the handler records vector, error code, EIP, EFLAGS and CR2, then resumes
- * ring-0 code at the TRY's label with the TRY's stack (whatever mode or privilege level faulted; general
- * registers are not restored). Code that
- * should not fault ends with NOFAULT (INT 0x80), which resumes the same way with vector 0x80.
+ * Exceptions are caught by TRY: the handler records vector, error code, EIP, CS, EFLAGS, CR2 and a few
+ * registers, then resumes ring-0 code at the TRY's label with the TRY's stack, whatever mode, task or
+ * privilege level faulted (general registers are not restored; DS, ES, FS, GS, SS are flat ring-0 data).
+ * Code that should not fault ends with NOFAULT (INT 0x80), which resumes the same way with vector 0x80.
  */
 
         .set DEBUGCON, 0xe9
