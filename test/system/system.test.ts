@@ -34,6 +34,7 @@ const QEMU_DEVIATIONS: Record<string, string> = {
   'seg.null.use': 'no null-selector check on data accesses',
   'cr0.nw_without_cd': 'no #GP',
   'cr0.pg_without_pe': 'no #GP',
+  'db.gd': 'no general detect (DR7.GD)',
 };
 
 /** What the guest is told on QEMU: checks that wedge QEMU 7.2 are skipped (see systest.S). */
@@ -53,6 +54,10 @@ const TSVM_EXPECTED_FAILURES: Record<string, string> = {
   'db.exec': 'debug registers: no execute breakpoints',
   'db.write': 'debug registers: no data breakpoints',
   'db.io': 'debug registers: no I/O breakpoints',
+  'db.read': 'debug registers: no read/write breakpoints',
+  'db.gd': 'debug registers: no general detect (DR7.GD)',
+  'db.rf': 'debug registers: no execute breakpoints, so no RF',
+  'db.mov_ss_shadow': 'TF single-step traps are not delivered',
 };
 
 interface CheckLine {

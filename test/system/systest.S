@@ -1910,7 +1910,81 @@ dbio_after:
         EXPECT "db.io", 1, 0, dbio_after
         DR6
         CHECK "db.io.dr6", 0x4
+
+        /* Read/write breakpoint (RW=11): a read triggers it too */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov $dr_watched, %eax
+        mov %eax, %dr3
+        mov $0xf0000040, %eax           /* L3, RW3=11, LEN3=11 */
+        mov %eax, %dr7
+        TRY 1f
+        mov dr_watched, %eax
+dbrw_after:
+        NOFAULT
+1:      xor %eax, %eax
+        mov %eax, %dr7
+        EXPECT "db.read", 1, 0, dbrw_after
+        DR6
+        CHECK "db.read.dr6", 0x8
+
+        /* DR7.GD: the next MOV DRn faults with DR6.BD, and the processor clears GD */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov $0x2000, %eax
+        mov %eax, %dr7
+        TRY 1f
+gd_at:  mov %dr0, %eax
+        NOFAULT
+1:      EXPECT "db.gd", 1, 0, gd_at
+        DR6
+        CHECK "db.gd.dr6", 0x2000
+        mov %dr7, %eax
+        and $0x2000, %eax
+        CHECK "db.gd.cleared", 0
+
+        /* EFLAGS.RF: an execute breakpoint's handler returns with RF and the instruction then runs */
+        xor %eax, %eax
+        mov %eax, %dr6
+        mov $rf_at, %eax
+        mov %eax, %dr0
+        mov $0x1, %eax
+        mov %eax, %dr7
+        movl $1, try_resume
+        movl $0, exc_count
+        movl $set_rf_hook, exc_hook
+rf_at:  nop
+        movl $0, exc_hook
+        movl $0, try_resume
+        xor %eax, %eax
+        mov %eax, %dr7
+        mov exc_count, %eax
+        CHECK "db.rf.hits", 1
+
+        /* MOV SS holds a single-step trap over the next instruction */
+        xor %eax, %eax
+        mov %eax, %dr6
+        TRY 1f
+        mov %ss, %bx
+        pushf
+        orl $EFLAGS_TF, (%esp)
+        popf
+        mov %bx, %ss                    /* the step after this is held... */
+        nop                             /* ...until this one has run */
+movss_after:
+        nop
+        NOFAULT
+1:      EXPECT "db.mov_ss_shadow", 1, 0, movss_after
         ret
+
+/* exc_hook for the RF check: resume with RF; give up (clear DR7) if the breakpoint keeps hitting */
+set_rf_hook:
+        orl $0x10000, 8(%ebp)
+        cmpl $3, exc_count
+        jb 1f
+        xor %eax, %eax
+        mov %eax, %dr7
+1:      ret
 
 /* exc_hook for the step count: clears TF in the frame once the code stored 0 in exc_hook_enable */
 clear_tf_hook:
