@@ -127,6 +127,9 @@ export class X86Cpu implements Stateful, IntrPin {
   private readonly tlbRead = new Int32Array(1 << 20);
   private readonly tlbWrite = new Int32Array(1 << 20);
   private readonly tlbFilled = new Int32Array(TLB_LIST_SIZE);
+  /** 1 for each 4 MiB region whose TLB entries came from a 4 MiB page: INVLPG drops all of them. */
+  private readonly largePageCached = new Uint8Array(1024);
+  private largePagesCached = 0;
   private tlbCount = 0;
   /** TLB_USER at CPL 3, else TLB_SUPERVISOR. */
   private accessMask = TLB_SUPERVISOR;
@@ -495,10 +498,22 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     this.tlbCount = 0;
+    if (this.largePagesCached !== 0) {
+      this.largePageCached.fill(0);
+      this.largePagesCached = 0;
+    }
     this.invalidateFetch();
   }
 
+  /** INVLPG: the translation of the page holding `linear`, all 4 MiB of it when it came from a 4 MiB page. */
   private invalidatePage(linear: number): void {
+    const region = linear >>> 22;
+    if (this.largePageCached[region] !== 0) {
+      this.largePageCached[region] = 0;
+      this.largePagesCached--;
+      this.tlbRead.fill(0, region << 10, (region + 1) << 10);
+      this.tlbWrite.fill(0, region << 10, (region + 1) << 10);
+    }
     this.tlbRead[linear >>> 12] = 0;
     this.tlbWrite[linear >>> 12] = 0;
     this.invalidateFetch();
@@ -534,6 +549,7 @@ export class X86Cpu implements Stateful, IntrPin {
     let phys: number;
     let userOk = true;
     let writeOk = true;
+    let largePage = false;
     if (!this.paging) {
       phys = linear & this.a20Mask;
     } else {
@@ -550,6 +566,7 @@ export class X86Cpu implements Stateful, IntrPin {
         const newPde = pde | 0x20 | (write ? 0x40 : 0);
         if (newPde !== pde) this.physWrite32(pdeAddr, newPde);
         phys = ((pde & 0xffc00000) | (linear & 0x3ff000)) & this.a20Mask;
+        largePage = true;
       } else {
         const pteAddr = (pde & PAGE_MASK) | ((linear >>> 10) & 0xffc);
         const pte = this.physRead32(pteAddr);
@@ -570,6 +587,10 @@ export class X86Cpu implements Stateful, IntrPin {
     if (this.memory.isDirectRam(page >>> 0)) {
       const vpn = linear >>> 12;
       const bits = userOk ? TLB_USER : TLB_SUPERVISOR;
+      if (largePage && this.largePageCached[linear >>> 22] === 0) {
+        this.largePageCached[linear >>> 22] = 1;
+        this.largePagesCached++;
+      }
       if (this.tlbRead[vpn] === 0 && this.tlbWrite[vpn] === 0) {
         if (this.tlbCount < TLB_LIST_SIZE) this.tlbFilled[this.tlbCount] = vpn;
         this.tlbCount++;
