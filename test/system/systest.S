@@ -90,6 +90,8 @@ v86_in80:
         int $0x80
 v86_task:
         int $0x30
+v86_int87:
+        int $0x87
 v86_int3:
         int3
 v86_segment:
@@ -987,6 +989,38 @@ rsvd_at: mov 0x1000000, %eax
         invlpg 0x1000000
         EXPECT "pg.pse.rsvd", 14, 9, rsvd_at
 
+        /* INVLPG of one address in a 4 MiB page drops the whole page's translation */
+        movl $0xaaaa0003, 0x3000
+        movl $0xbbbb0003, 0x403000
+        movl $0x87, PD + 16
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov 0x1003000, %eax             /* both 4 KiB pieces cached */
+        mov 0x1005000, %eax
+        movl $0x400087, PD + 16
+        invlpg 0x1005000
+        mov 0x1003000, %eax
+        CHECK "pg.pse.invlpg_whole_page", 0xbbbb0003
+        movl $0, PD + 16
+        mov %cr3, %eax
+        mov %eax, %cr3
+
+        /* Without CR4.PSE, PS in a PDE is ignored: the PDE points to a page table */
+        mov %cr4, %eax
+        and $~0x10, %eax
+        mov %eax, %cr4
+        movl $(PT0 | 0x87), PD + 16
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov 0x1003000, %eax             /* through PT0: physical 0x3000 */
+        CHECK "pg.ps_ignored_without_pse", 0xaaaa0003
+        movl $0, PD + 16
+        mov %cr3, %eax
+        mov %eax, %cr3
+        mov %cr4, %eax
+        or $0x10, %eax
+        mov %eax, %cr4
+
         /* PGE: a global translation is not flushed by INVLPG? it is; by a CR3 load it may survive */
         mov %cr4, %eax
         or $0x80, %eax
@@ -1221,6 +1255,8 @@ l_limit_at: mov %ax, %fs
         USER_TRY "cpl3.cli_iopl3", "cli", (EFLAGS_IOPL3 | 2), 0x80
         USER_TRY "cpl3.sgdt", "sgdt user_query_results", 2, 0x80
         USER_TRY "cpl3.smsw", "smsw %ax", 2, 0x80
+        USER_TRY "cpl3.str", "str %ax", 2, 0x80
+        USER_TRY "cpl3.sldt", "sldt %ax", 2, 0x80
         USER_TRY "cpl3.int3", "int3", 2, 3
         USER_TRY "cpl3.into_no_overflow", "xor %eax, %eax; into", 2, 0x80
         /* POPF at CPL 3, IOPL 0: IF and IOPL do not change, no fault */
@@ -1620,6 +1656,13 @@ iret_nt_at: iret
         movw $0, tss_a
         EXPECT "task.iret_link_not_busy", 10, SEL_TSS_B, iret_nt_at
 
+        /* LTR of a busy TSS: #GP(selector) */
+        TRY 1f
+        mov $SEL_TSS_A, %ax
+ltr_busy_at: ltr %ax
+        NOFAULT
+1:      EXPECT "task.ltr_busy", 13, SEL_TSS_A, ltr_busy_at
+
         /* CALL to a busy task: #GP(selector) */
         TRY 1f
 busy_at: lcall $SEL_TSS_A, $0
@@ -1681,6 +1724,13 @@ check_v86:
         mov exc_eflags, %eax
         and $0x200, %eax
         CHECK "v86.sensitive_iopl3.if", 0x200
+        /* From v86 mode, an interrupt handler must be non-conforming DPL-0 code: #GP(code selector) */
+        mov $(idt + 8 * 0x87), %edi
+        mov $stub_0x80, %ebx
+        mov $SEL_CONFORMING, %ecx
+        mov $(0xee << 8), %edx
+        call write_gate
+        V86_TRY "v86.int_conforming_handler", v86_int87, (EFLAGS_IOPL3 | 2), 13, SEL_CONFORMING, v86_int87
         /* INT3 is not IOPL-sensitive: #BP through the IDT (a DPL-3 gate), whatever IOPL */
         V86_TRY "v86.int3_iopl0", v86_int3, 2, 3, 0, (v86_int3 + 1)
         movl $0x5a5aa5a5, 0x71004
@@ -1740,6 +1790,10 @@ check_iopb:
         IO_TRY "io.outb_88_dx", "mov $0x88, %dx; outb %al, %dx", 2, 0x80
         IO_TRY "io.beyond_map", "mov $0x3f8, %dx; inb %dx, %al", 2, 13
         IO_TRY "io.iopl3", "inb $0x81, %al", (EFLAGS_IOPL3 | 2), 0x80
+        /* A bitmap offset past the TSS limit: no port is allowed */
+        movw $0xfff0, tss_a + 102
+        IO_TRY "io.map_offset_beyond_limit", "inb $0x80, %al", 2, 13
+        movw $(tss_a_iomap - tss_a), tss_a + 102
         ret
 
 /* ---- control registers ---- */
