@@ -3089,26 +3089,38 @@ export class X86Cpu implements Stateful, IntrPin {
       if (fromV86 && cdpl !== 0) this.gp((codeSel & 0xfffc) + ext);
       const [newSs, newEsp] = this.stackFromTss(cdpl);
       const [slo, shi] = this.checkNewStack(newSs, cdpl);
-      const oldSs = this.segSel[SS], oldEsp = this.regs[4], oldCs = this.segSel[CS];
+      const oldSs = this.segSel[SS], oldEsp = this.regs[4], oldCs = this.segSel[CS], oldCpl = this.cpl;
+      const oldSsBase = this.segBase[SS], oldSsLimit = this.segLimit[SS], oldSsAttributes = this.segAttr[SS];
       const oldSegs = [this.segSel[ES], this.segSel[DS], this.segSel[FS], this.segSel[GS]];
       this.flags &= ~VM;
       this.setCpl(cdpl);
       this.loadFromDescriptor(SS, newSs, slo, shi);
       this.regs[4] = newEsp;
       this.updateModes();
-      if (fromV86) {
-        push(oldSegs[3]);
-        push(oldSegs[2]);
-        push(oldSegs[1]);
-        push(oldSegs[0]);
-        for (const s of [ES, DS, FS, GS]) this.setSegmentCache(s, 0, 0, 0, 0);
+      try {
+        if (fromV86) {
+          push(oldSegs[3]);
+          push(oldSegs[2]);
+          push(oldSegs[1]);
+          push(oldSegs[0]);
+        }
+        push(oldSs);
+        push(oldEsp);
+        push(oldFlags);
+        push(oldCs);
+        push(this.eip);
+        if (errorCode >= 0) push(errorCode);
+      } catch (e) {
+        // A fault pushing the frame on the new stack (not present, past its limit) is raised in the
+        // interrupted context: INT n rethrows it from there, and the exception it escalates from sees it too.
+        if (fromV86) this.flags |= VM;
+        this.cpl = oldCpl;
+        this.setSegmentCache(SS, oldSs, oldSsBase, oldSsLimit, oldSsAttributes);
+        this.regs[4] = oldEsp;
+        this.updateModes();
+        throw e;
       }
-      push(oldSs);
-      push(oldEsp);
-      push(oldFlags);
-      push(oldCs);
-      push(this.eip);
-      if (errorCode >= 0) push(errorCode);
+      if (fromV86) for (const s of [ES, DS, FS, GS]) this.setSegmentCache(s, 0, 0, 0, 0);
     } else {
       if (this.flags & VM) this.gp((codeSel & 0xfffc) + ext);
       const size = (gate32 ? 4 : 2) * (errorCode >= 0 ? 4 : 3);
