@@ -962,6 +962,17 @@ cross_at: movl $0xaabbccdd, TESTPAGE - 2
         mov exc_cr2, %eax
         CHECK "pg.fetch_across.cr2", TESTPAGE
 
+        /* The same at CPL 3 into a supervisor page: #PF with U and P */
+        movl $(TESTPAGE | 3), %eax
+        call map_test
+        TRY 1f
+        mov $(TESTPAGE - 1), %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "pg.user_fetch_across", 14, 5, (TESTPAGE - 1)
+        mov exc_cr2, %eax
+        CHECK "pg.user_fetch_across.cr2", TESTPAGE
+
         /* PSE: a 4 MiB page at 16 MiB mapping physical 0; A and D set in the PDE */
         mov %cr4, %eax
         or $0x10, %eax
@@ -2140,8 +2151,7 @@ check_double_fault_task:
         mov $user_df, %eax
         mov $2, %ecx
         jmp enter_user
-1:      IDT_GATE 8, stub_8, 0x8e
-        movl $SEL_DATA0, tss_a + 8
+1:      movl $SEL_DATA0, tss_a + 8
         clts
         EXPECT "df.task.resumed", 0x80, 0, user_df_after
         mov df_error, %eax
@@ -2150,6 +2160,25 @@ check_double_fault_task:
         CHECK "df.task.link", SEL_TSS_A
         mov df_eip_a, %eax
         CHECK "df.task.a_eip", user_df
+
+        /* The same with TSS.ESP0 in a not-present page: #PF while delivering INT 0x80, #PF again while
+           delivering that: #DF */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        movl $0xffffffff, df_error
+        movl $(TESTPAGE + 0x1000), tss_a + 4
+        TRY 1f
+        mov $user_df, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      movl $STACK0_TSS, tss_a + 4
+        clts
+        EXPECT "df.stack_pf.resumed", 0x80, 0, user_df_after
+        mov df_error, %eax
+        CHECK "df.stack_pf.error", 0
+        mov df_cr2, %eax
+        CHECK "df.stack_pf.cr2", (TESTPAGE + 0xffc)
+        IDT_GATE 8, stub_8, 0x8e
         ret
 user_df:
         NOFAULT
@@ -2161,9 +2190,12 @@ df_task:
         mov %eax, df_link
         mov tss_a + 32, %eax
         mov %eax, df_eip_a
-        movl $SEL_DATA0, tss_a + 8
+        mov %cr2, %eax
+        mov %eax, df_cr2
+        movl $SEL_DATA0, tss_a + 8      /* repair what the checks broke */
+        movl $STACK0_TSS, tss_a + 4
         iret
-        jmp df_task                     /* (a later #DF would start here) */
+        jmp df_task                     /* (a later #DF starts here) */
 
 /* ---- data ---- */
         .section .rodata
@@ -2206,6 +2238,7 @@ ldt_probe:      .long 0x600df00d
 user_query_results: .long 0, 0, 0
 df_error:       .long 0
 df_link:        .long 0
+df_cr2:         .long 0
 df_eip_a:       .long 0
 exc_hook_enable: .long 1
 cr0_saved:      .long 0
