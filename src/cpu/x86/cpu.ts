@@ -2746,17 +2746,28 @@ export class X86Cpu implements Stateful, IntrPin {
       const params: number[] = [];
       for (let i = paramCount - 1; i >= 0; i--) params.push(this.peek(i * size, size));
       const [slo, shi] = this.checkNewStack(newSs, cdpl);
+      const oldCpl = this.cpl;
+      const oldSsBase = this.segBase[SS], oldSsLimit = this.segLimit[SS], oldSsAttributes = this.segAttr[SS];
       this.loadFromDescriptor(SS, newSs, slo, shi);
-      this.setAccessedBit(newSs, shi);
       this.regs[4] = newEsp;
       this.setCpl(cdpl);
-      this.updateModes();
       const push = (v: number) => (gate32 ? this.push32(v) : this.push16(v));
-      push(oldSs);
-      push(oldEsp);
-      for (const p of params) push(p);
-      push(oldCs);
-      push(oldEip);
+      try {
+        push(oldSs);
+        push(oldEsp);
+        for (const p of params) push(p);
+        push(oldCs);
+        push(oldEip);
+      } catch (e) {
+        // A fault pushing on the new stack (not present, past its limit) is raised at the caller's privilege
+        // with the caller's stack.
+        this.cpl = oldCpl;
+        this.setSegmentCache(SS, oldSs, oldSsBase, oldSsLimit, oldSsAttributes);
+        this.regs[4] = oldEsp;
+        this.updateModes();
+        throw e;
+      }
+      this.setAccessedBit(newSs, shi);
       this.loadCsChecked(codeSel, clo, chi, cdpl);
       this.eip = target;
       return;
