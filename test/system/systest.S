@@ -54,7 +54,10 @@
         .set SEL_CONFORMING, 0xa8       /* conforming code, DPL 0 */
         .set SEL_LDT, 0xb0              /* an LDT with one data descriptor (selector 0x04 | TI) */
         .set SEL_CODE_NP, 0xb8          /* code, not present */
-        .set GDT_ENTRIES, 24
+        .set SEL_CODE1, 0xc0            /* ring-1 code and data */
+        .set SEL_DATA1, 0xc8
+        .set SEL_GATE_R1, 0xd0          /* call gate DPL 3 -> ring 1, 2 parameters */
+        .set GDT_ENTRIES, 27
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -434,6 +437,13 @@ _start:
         DESC SEL_CONFORMING, 0, 0xfffff, 0x9e, 0xc
         DESC SEL_LDT, ldt, 15, 0x82, 0
         DESC SEL_CODE_NP, 0, 0xfffff, 0x1a, 0xc
+        DESC SEL_CODE1, 0, 0xfffff, 0xba, 0xc
+        DESC SEL_DATA1, 0, 0xfffff, 0xb2, 0xc
+        mov $(gdt + SEL_GATE_R1), %edi
+        mov $gate_target, %ebx
+        mov $(SEL_CODE1 | 1), %ecx
+        mov $((0xec << 8) | 2), %edx
+        call write_gate
         lgdt gdt_pointer
         ljmp $SEL_CODE0, $1f
 1:      mov $SEL_DATA0, %ax
@@ -1405,6 +1415,25 @@ check_call_gates:
         jmp enter_user
 1:      EXPECT "gate.not_present", 11, SEL_GATE_NP, user_gate_np_at
 
+        /* A call gate whose inner stack (ring 1's, from the TSS) is not present: #PF raised at CPL 3 */
+        movl $(TESTPAGE | 6), %eax
+        call map_test
+        movl $(TESTPAGE + 0x1000), tss_a + 12
+        movl $(SEL_DATA1 | 1), tss_a + 16
+        TRY 1f
+        mov $user_call_gate_r1, %eax
+        mov $2, %ecx
+        jmp enter_user
+1:      EXPECT "gate.inner_stack_pf", 14, 2, user_gate_r1_at
+        mov exc_cr2, %eax
+        CHECK "gate.inner_stack_pf.cr2", (TESTPAGE + 0xffc)
+        mov exc_cs, %eax
+        CHECK "gate.inner_stack_pf.cs", (SEL_CODE3 | 3)
+        mov STACK0_TSS - 4, %eax        /* the #PF frame's SS:ESP: the caller's, as before the call */
+        CHECK "gate.inner_stack_pf.ss", (SEL_DATA3 | 3)
+        mov STACK0_TSS - 8, %eax
+        CHECK "gate.inner_stack_pf.esp", (STACK3 - 8)
+
         /* A far call from CPL 3 to conforming DPL-0 code keeps CPL 3; to non-conforming DPL-0 code: #GP */
         movl $0, conforming_cs
         USER_TRY "far.conforming", "lcall $SEL_CONFORMING, $conforming_target", 2, 0x80
@@ -1513,6 +1542,12 @@ user_call_gate:
         lcall $(SEL_GATE3 | 3), $0
         NOFAULT
 user_gate_back:
+user_call_gate_r1:
+        push $0xaaaa
+        push $0xbbbb
+user_gate_r1_at:
+        lcall $(SEL_GATE_R1 | 3), $0
+        NOFAULT
 user_call_gate0:
 user_gate0_at:
         lcall $(SEL_GATE0 | 3), $0
