@@ -1341,6 +1341,29 @@ ldt_null_at: mov %ax, %fs
         mov $SEL_DATA0, %ax
         mov %ax, %fs
 
+        /* IRET and RETF outward with an SS the new CPL may not use: #GP(SS), raised before CS changes */
+        TRY 1f
+        push $SEL_DATA0
+        push $STACK3
+        push $2
+        push $(SEL_CODE3 | 3)
+        push $user_df
+iret_ss_at: iret
+        NOFAULT
+1:      EXPECT "iret.outer_bad_ss", 13, SEL_DATA0, iret_ss_at
+        mov exc_cs, %eax
+        CHECK "iret.outer_bad_ss.cs", SEL_CODE0
+        TRY 1f
+        push $SEL_DATA0
+        push $STACK3
+        push $(SEL_CODE3 | 3)
+        push $user_df
+lret_ss_at: lret
+        NOFAULT
+1:      EXPECT "lret.outer_bad_ss", 13, SEL_DATA0, lret_ss_at
+        mov exc_cs, %eax
+        CHECK "lret.outer_bad_ss.cs", SEL_CODE0
+
         /* INT n through a gate of DPL < CPL: #GP(vector * 8 + 2); through an empty entry: #GP likewise */
         TRY 1f
         mov $user_int30, %eax
