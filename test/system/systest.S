@@ -57,7 +57,8 @@
         .set SEL_CODE1, 0xc0            /* ring-1 code and data */
         .set SEL_DATA1, 0xc8
         .set SEL_GATE_R1, 0xd0          /* call gate DPL 3 -> ring 1, 2 parameters */
-        .set GDT_ENTRIES, 27
+        .set SEL_DATA16, 0xd8           /* data, 16-bit (B=0), limit 0xffff: a 16-bit stack */
+        .set GDT_ENTRIES, 28
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -438,6 +439,7 @@ _start:
         DESC SEL_LDT, ldt, 15, 0x82, 0
         DESC SEL_CODE_NP, 0, 0xfffff, 0x1a, 0xc
         DESC SEL_CODE1, 0, 0xfffff, 0xba, 0xc
+        DESC SEL_DATA16, SEGBASE, 0xffff, 0x92, 0x0
         DESC SEL_DATA1, 0, 0xfffff, 0xb2, 0xc
         mov $(gdt + SEL_GATE_R1), %edi
         mov $gate_target, %ebx
@@ -592,6 +594,18 @@ of_after:
 br_at:  bound %eax, bound_pair
         NOFAULT
 1:      EXPECT "exc.br", 5, 0, br_at
+
+        TRY 1f
+        mov $5, %ax
+brw_at: boundw %ax, bound_pair_16
+        NOFAULT
+1:      EXPECT "exc.br16", 5, 0, brw_at
+        TRY 1f
+        mov $3, %ax
+        boundw %ax, bound_pair_16
+        NOFAULT
+brw_ok_after:
+1:      EXPECT "exc.br16_in", 0x80, 0, brw_ok_after
 
         TRY 1f
 ud_at:  ud2
@@ -1186,6 +1200,23 @@ null_jmp_at: ljmp $0, $0
 cs_limit_at: ljmp $SEL_CODE_SMALL, $0x1000
         NOFAULT
 1:      EXPECT "seg.cs_limit", 13, 0, cs_limit_at
+
+        /* A 16-bit stack (SS.B=0) uses SP: PUSH wraps SP from 0 to 0xfffc and keeps ESP's upper half */
+        movl $0, SEGBASE + 0xfffc
+        mov %esp, %edi
+        mov $SEL_DATA16, %ax
+        mov %ax, %ss
+        mov $0x12340000, %esp
+        mov $0xcafef00d, %eax
+        push %eax
+        mov %esp, %ecx
+        mov $SEL_DATA0, %ax
+        mov %ax, %ss
+        mov %edi, %esp
+        mov %ecx, %eax
+        CHECK "seg.stack16.esp", 0x1234fffc
+        mov SEGBASE + 0xfffc, %eax
+        CHECK "seg.stack16.pushed", 0xcafef00d
 
         /* Read-only data: writes #GP(0) */
         TRY 1f
@@ -2136,6 +2167,22 @@ clear_tf_hook:
         .endm
 
 check_descriptor_queries:
+        /* ARPL raises a selector's RPL to another's (ZF set when it changed); result: ZF << 16 | selector */
+        .macro ARPL_RESULT dest, source
+        mov $\dest, %eax
+        mov $\source, %ecx
+        arpl %cx, %ax
+        setz %dl
+        movzbl %dl, %edx
+        shl $16, %edx
+        movzwl %ax, %eax
+        or %edx, %eax
+        .endm
+        ARPL_RESULT 0x10, 0x23
+        CHECK "arpl.raised", 0x10013
+        ARPL_RESULT 0x13, 0x20
+        CHECK "arpl.kept", 0x13
+
         QUERY "lsl.up", lsl, SEL_UP, 0xfff
         QUERY "lsl.flat_4k", lsl, SEL_DATA0, 0xffffffff
         QUERY "lsl.tss", lsl, SEL_TSS_B, 0x67
@@ -2281,6 +2328,7 @@ idt_pointer_short:
         .word 0x90 * 8 - 1
         .long idt
 bound_pair:     .long 0, 4
+bound_pair_16:  .word 0xfffe, 4         /* signed: -2..4 */
 int_zero:       .long 0
 fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
         .align 4
