@@ -106,7 +106,7 @@ test('system checks: exceptions, paging, segments, gates, tasks, v86, I/O bitmap
     const kernel = join(dir, 'systest.elf');
     await execFileAsync('as', ['--32', '-o', join(dir, 'systest.o'), SOURCE]);
     // -N: one segment, no ELF headers loaded below 1 MiB.
-    await execFileAsync('ld', ['-m', 'elf_i386', '-N', '-Ttext', '0x100000', '--no-warn-rwx-segments', '-o', kernel, join(dir, 'systest.o')]);
+    await execFileAsync('ld', ['-m', 'elf_i386', '-N', '-Ttext', '0x100000', '-o', kernel, join(dir, 'systest.o')]);
     const exitDevice = ['-device', 'isa-debug-exit,iobase=0xf4,iosize=4'];
     const common = ['-m', '32', '-display', 'none', '-no-reboot', '-kernel', kernel, ...exitDevice];
 
