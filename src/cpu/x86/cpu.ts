@@ -2953,6 +2953,11 @@ export class X86Cpu implements Stateful, IntrPin {
   private taskSwitch(selector: number, lo: number, hi: number, source: 'jmp' | 'call' | 'int' | 'iret'): void {
     let tssSel = selector;
     let tlo = lo, thi = hi;
+    if (source === 'jmp' || source === 'call') {
+      // The TSS descriptor or task gate named by JMP/CALL must be as privileged as CPL and RPL allow.
+      const dpl = (hi >> 13) & 3;
+      if (dpl < this.cpl || dpl < (selector & 3)) this.gp(selector & 0xfffc);
+    }
     if (((hi >> 8) & 0xf) === 0x5) {
       // Task gate: the TSS selector is in the gate.
       if ((hi & 0x8000) === 0) this.fault(NP, selector & 0xfffc);
