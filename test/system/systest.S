@@ -58,7 +58,8 @@
         .set SEL_DATA1, 0xc8
         .set SEL_GATE_R1, 0xd0          /* call gate DPL 3 -> ring 1, 2 parameters */
         .set SEL_DATA16, 0xd8           /* data, 16-bit (B=0), limit 0xffff: a 16-bit stack */
-        .set GDT_ENTRIES, 28
+        .set SEL_TASK_GATE3, 0xe0       /* task gate DPL 3 to task B */
+        .set GDT_ENTRIES, 29
 
         .set EFLAGS_TF, 0x100
         .set EFLAGS_IOPL3, 0x3000
@@ -435,6 +436,8 @@ _start:
         DESC SEL_CODE_SMALL, 0, 0xfff, 0x9a, 0x4
         movl $(SEL_TSS_B << 16), gdt + SEL_TASK_GATE
         movl $0x8500, gdt + SEL_TASK_GATE + 4
+        movl $(SEL_TSS_B << 16), gdt + SEL_TASK_GATE3
+        movl $0xe500, gdt + SEL_TASK_GATE3 + 4
         DESC SEL_CONFORMING, 0, 0xfffff, 0x9e, 0xc
         DESC SEL_LDT, ldt, 15, 0x82, 0
         DESC SEL_CODE_NP, 0, 0xfffff, 0x1a, 0xc
@@ -751,6 +754,19 @@ em_at:  fninit
         and $~4, %eax
         mov %eax, %cr0
         EXPECT "exc.nm_em", 7, 0, em_at
+
+        /* EM does not affect WAIT */
+        mov %cr0, %eax
+        or $4, %eax
+        mov %eax, %cr0
+        TRY 1f
+        fwait
+        NOFAULT
+wait_em_after:
+1:      mov %cr0, %eax
+        and $~4, %eax
+        mov %eax, %cr0
+        EXPECT "exc.wait_with_em", 0x80, 0, wait_em_after
 
         /* #UD: CR1, MOV to CS */
         TRY 1f
@@ -1218,6 +1234,12 @@ cs_limit_at: ljmp $SEL_CODE_SMALL, $0x1000
         mov SEGBASE + 0xfffc, %eax
         CHECK "seg.stack16.pushed", 0xcafef00d
 
+        /* Code segments are never writable: a write through CS is #GP(0) */
+        TRY 1f
+cs_write_at: movl $0, %cs:misaligned
+        NOFAULT
+1:      EXPECT "seg.cs_write", 13, 0, cs_write_at
+
         /* Read-only data: writes #GP(0) */
         TRY 1f
         LOAD_FS SEL_RODATA
@@ -1311,6 +1333,14 @@ l_limit_at: mov %ax, %fs
         USER_TRY "cpl3.sldt", "sldt %ax", 2, 0x80
         USER_TRY "cpl3.int3", "int3", 2, 3
         USER_TRY "cpl3.into_no_overflow", "xor %eax, %eax; into", 2, 0x80
+        /* POPF at CPL 3, IOPL 3: IF changes, IOPL does not */
+        TRY 1f
+        mov $user_popf, %eax
+        mov $(EFLAGS_IOPL3 | 2), %ecx
+        jmp enter_user
+1:      mov exc_eflags, %eax
+        and $(0x200 | EFLAGS_IOPL3), %eax
+        CHECK "cpl3.popf_iopl3_sets_if", (0x200 | EFLAGS_IOPL3)
         /* POPF at CPL 3, IOPL 0: IF and IOPL do not change, no fault */
         TRY 1f
         mov $user_popf, %eax
@@ -1755,6 +1785,18 @@ iret_nt_at: iret
         popf
         movw $0, tss_a
         EXPECT "task.iret_link_not_busy", 10, SEL_TSS_B, iret_nt_at
+
+        /* From CPL 3: a task gate of DPL 3 reaches a DPL-0 TSS (only the gate's DPL counts); the TSS
+           itself cannot be called */
+        mov $task_b_called, %eax
+        call reset_tss_b
+        movl $0, task_b_tr
+        USER_TRY "task.user_gate", "lcall $(SEL_TASK_GATE3 | 3), $0", 2, 0x80
+        clts
+        mov task_b_tr, %eax
+        CHECK "task.user_gate.tr", SEL_TSS_B
+        USER_TRY "task.user_tss_dpl0", "lcall $(SEL_TSS_B | 3), $0", 2, 13, SEL_TSS_B
+        USER_TRY "task.user_gate_dpl0", "ljmp $(SEL_TASK_GATE | 3), $0", 2, 13, SEL_TASK_GATE
 
         /* LTR of a busy TSS: #GP(selector) */
         TRY 1f
