@@ -1524,6 +1524,19 @@ check_call_gates:
         mov conforming_cs, %eax
         CHECK "far.conforming.cs", (SEL_CONFORMING | 3)
         USER_TRY "far.nonconforming_dpl0", "lcall $SEL_CODE0, $conforming_target", 2, 13, SEL_CODE0
+        /* JMP never changes CPL: not through a call gate to more privileged code, nor directly */
+        USER_TRY "far.jmp_gate_inner", "ljmp $(SEL_GATE3 | 3), $0", 2, 13, SEL_CODE0
+        USER_TRY "far.jmp_dpl0", "ljmp $SEL_CODE0, $conforming_target", 2, 13, SEL_CODE0
+        USER_TRY "far.jmp_conforming", "ljmp $SEL_CONFORMING, $far_jmp_back", 2, 0x80
+        /* RPL: a non-conforming target needs RPL <= CPL; a gate's DPL must cover the RPL too */
+        TRY 1f
+far_rpl_at: lcall $(SEL_CODE0 | 3), $conforming_target
+        NOFAULT
+1:      EXPECT "far.call_rpl3_nonconforming", 13, SEL_CODE0, far_rpl_at
+        TRY 1f
+gate_rpl_at: lcall $(SEL_GATE0 | 3), $0
+        NOFAULT
+1:      EXPECT "far.call_gate_rpl3_dpl0", 13, SEL_GATE0, gate_rpl_at
         /* A far return to a more privileged level: #GP(selector) */
         USER_TRY "far.ret_inner", "push $SEL_CODE0; push $0; lret", 2, 13, SEL_CODE0
 
@@ -1602,6 +1615,8 @@ handler16:
         jmp *gate16_return_pointer
 handler16_end:
 
+far_jmp_back:
+        NOFAULT
 conforming_target:
         mov %cs, %eax
         mov %eax, conforming_cs
@@ -2248,6 +2263,8 @@ check_descriptor_queries:
         CHECK "lar.cpl3_dpl3", 1
         mov user_query_results + 8, %eax
         CHECK "verw.cpl3_dpl0", 0
+        mov user_query_results + 12, %eax
+        CHECK "verr.cpl3_conforming_dpl0", 1
         ret
 
 user_queries:
@@ -2264,6 +2281,10 @@ user_queries:
         verw %cx
         setz %al
         mov %eax, user_query_results + 8
+        mov $SEL_CONFORMING, %ecx
+        verr %cx                        /* conforming code: no privilege check */
+        setz %al
+        mov %eax, user_query_results + 12
         NOFAULT
 
 /* ---- #DF through a task gate ---- */
@@ -2383,7 +2404,7 @@ gate16_seen:    .long 0, 0, 0
 gate16_return_pointer: .long gate16_return
 sysenter_seen:  .long 0, 0, 0
 ldt_probe:      .long 0x600df00d
-user_query_results: .long 0, 0, 0
+user_query_results: .long 0, 0, 0, 0
 df_error:       .long 0
 df_link:        .long 0
 df_cr2:         .long 0
