@@ -1425,6 +1425,26 @@ lret_ss_at: lret
         mov exc_cs, %eax
         CHECK "lret.outer_bad_ss.cs", SEL_CODE0
 
+        /* A faulting segment load changes nothing else: LSS leaves ESP, POP DS leaves ESP (the #GP frame
+           lies right below the ESP the TRY saw: exc_frame + 12 - try_esp = 0) */
+        TRY 1f
+lss_at: lss lss_pointer, %esp
+        NOFAULT
+1:      EXPECT "load.lss_bad_ss", 13, SEL_RODATA, lss_at
+        mov exc_frame, %eax
+        add $12, %eax
+        sub try_esp, %eax
+        CHECK "load.lss_bad_ss.esp_kept", 0
+        TRY 1f
+        push $SEL_XCODE
+pop_ds_at: pop %ds
+        NOFAULT
+1:      EXPECT "load.pop_ds_bad", 13, SEL_XCODE, pop_ds_at
+        mov exc_frame, %eax
+        add $16, %eax                   /* (the pushed selector is still there) */
+        sub try_esp, %eax
+        CHECK "load.pop_ds_bad.esp_kept", 0
+
         /* INT n through a gate of DPL < CPL: #GP(vector * 8 + 2); through an empty entry: #GP likewise */
         TRY 1f
         mov $user_int30, %eax
@@ -2393,6 +2413,8 @@ idt_pointer_short:
 bound_pair:     .long 0, 4
 bound_pair_16:  .word 0xfffe, 4         /* signed: -2..4 */
 int_zero:       .long 0
+lss_pointer:    .long 0x1234
+                .word SEL_RODATA
 fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
         .align 4
 pse_probe:      .long 0x5a5aa5a5
