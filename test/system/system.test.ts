@@ -32,6 +32,7 @@ const QEMU_DEVIATIONS: Record<string, string> = {
   'exc.ext_bit': 'no EXT bit in the error code of a fault while delivering an exception',
   'seg.ro.write': 'no write check on data accesses',
   'seg.cs_write': 'no write check on data accesses',
+  'seg.ds_limit_after_flat': 'no limit checks on data accesses',
   'seg.null.use': 'no null-selector check on data accesses',
   'cr0.nw_without_cd': 'no #GP',
   'cr0.pg_without_pe': 'no #GP',

@@ -928,9 +928,13 @@ np_wr_at: movl $4, TESTPAGE + 8
         NOFAULT
 1:      EXPECT "pg.np_fetch", 14, 0, TESTPAGE
 
-        /* U/S: ring 3 reads a supervisor page, writes a read-only user page, reads a user page */
+        /* U/S: ring 3 reads a supervisor page, writes a read-only user page, reads a user page. The same
+           code runs at ring 0 first (compiled code must not keep ring 0's rights) */
         movl $(TESTPAGE | 3), %eax
         call map_test
+        TRY 1f
+        jmp user_read_test
+1:      EXPECT "pg.super_read_super", 0x80, 0, user_read_after
         TRY 1f
         mov $user_read_test, %eax
         mov $2, %ecx
@@ -1234,6 +1238,17 @@ cs_limit_at: ljmp $SEL_CODE_SMALL, $0x1000
         mov SEGBASE + 0xfffc, %eax
         CHECK "seg.stack16.pushed", 0xcafef00d
 
+        /* The same code with a flat DS, then with a limited one (compiled code must check the limit) */
+        mov $0x1000, %ebx
+        call read_ds_ebx
+        TRY 1f
+        mov $SEL_UP, %ax
+        mov %ax, %ds
+        mov $0xffd, %ebx
+        call read_ds_ebx
+        NOFAULT
+1:      EXPECT "seg.ds_limit_after_flat", 13, 0, read_ds_ebx
+
         /* Code segments are never writable: a write through CS is #GP(0) */
         TRY 1f
 cs_write_at: movl $0, %cs:misaligned
@@ -1255,6 +1270,10 @@ ro_at:  movl $1, %fs:misaligned
 null_at: mov %fs:0, %eax
         NOFAULT
 1:      EXPECT "seg.null.use", 13, 0, null_at
+        ret
+
+read_ds_ebx:
+        mov (%ebx), %eax
         ret
 
 /* ---- privilege and type checks on segment loads ---- */
