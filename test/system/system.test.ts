@@ -33,6 +33,7 @@ const QEMU_DEVIATIONS: Record<string, string> = {
   'seg.ro.write': 'no write check on data accesses',
   'seg.cs_write': 'no write check on data accesses',
   'seg.ds_limit_after_flat': 'no limit checks on data accesses',
+  'v86.offset_limit': 'no limit checks on data accesses',
   'seg.null.use': 'no null-selector check on data accesses',
   'cr0.nw_without_cd': 'no #GP',
   'cr0.pg_without_pe': 'no #GP',

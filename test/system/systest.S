@@ -104,6 +104,29 @@ v86_segment:
         mov %ax, %ds
         mov 4, %eax
         int $0x80
+v86_segment_after:
+v86_popf_iopl:
+        pushw $0
+        popf                            /* IOPL 3: IF may change, IOPL may not */
+        pushf
+        pop %ax
+        int $0x80
+v86_iret16:
+        pushf
+        pushw $V86CS
+        call 1f                         /* IP of the target, found at run time */
+1:      pop %ax
+        add $(v86_iret16_target - 1b), %ax
+        push %ax
+        iret
+        hlt
+v86_iret16_target:
+        int $0x80
+v86_hlt:
+        hlt
+v86_offset_limit:
+        mov 0xffff, %ax                 /* a word at offset 0xffff: past the 64 KiB limit */
+        int $0x80
 v86_pushf:
         pushf
 v86_iret:
@@ -1930,7 +1953,7 @@ check_v86:
         /* INT3 is not IOPL-sensitive: #BP through the IDT (a DPL-3 gate), whatever IOPL */
         V86_TRY "v86.int3_iopl0", v86_int3, 2, 3, 0, (v86_int3 + 1)
         movl $0x5a5aa5a5, 0x71004
-        V86_TRY "v86.segment_load", v86_segment, (EFLAGS_IOPL3 | 2), 0x80, 0, v86_pushf
+        V86_TRY "v86.segment_load", v86_segment, (EFLAGS_IOPL3 | 2), 0x80, 0, v86_segment_after
         mov exc_eax, %eax
         CHECK "v86.segment_load.value", 0x5a5aa5a5
         andl $~4, PT0 + 0x71 * 4        /* the page of DS:4 becomes supervisor-only */
@@ -1940,6 +1963,13 @@ check_v86:
         invlpg 0x71000
         mov exc_cr2, %eax
         CHECK "v86.pf_user.cr2", 0x71004
+        V86_TRY "v86.popf_iopl3", v86_popf_iopl, (EFLAGS_IOPL3 | 0x200 | 2), 0x80, 0, v86_iret16
+        mov exc_eax, %eax
+        and $0x3200, %eax
+        CHECK "v86.popf_iopl3.flags", EFLAGS_IOPL3
+        V86_TRY "v86.iret16_iopl3", v86_iret16, (EFLAGS_IOPL3 | 2), 0x80, 0, v86_hlt
+        V86_TRY "v86.hlt", v86_hlt, (EFLAGS_IOPL3 | 2), 13, 0, v86_hlt
+        V86_TRY "v86.offset_limit", v86_offset_limit, (EFLAGS_IOPL3 | 2), 13, 0, v86_offset_limit
         V86_TRY "v86.pushf_iopl0", v86_pushf, 2, 13, 0, v86_pushf
         V86_TRY "v86.iret_iopl0", v86_iret, 2, 13, 0, v86_iret
         V86_TRY "v86.io_denied", v86_in84, (EFLAGS_IOPL3 | 2), 13, 0, v86_in84
