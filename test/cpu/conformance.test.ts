@@ -261,3 +261,19 @@ test('x87: arithmetic, square root, compares and integer stores on double operan
   }
   compare('x87', cases);
 });
+
+test('XADD, XCHG and CMPXCHG with one register as both operands, and on memory', { skip }, () => {
+  const cases: string[] = [];
+  for (const v of [0, 1, 0x7f, 0x80, 0x7fff, 0x8000, 0x7fffffff, 0x80000000, 0xdeadbeef, 0xffffffff]) {
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddl %eax, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddw %ax, %ax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddb %ah, %ah`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  xaddl %ecx, %ecx\n  movl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  movl $0x01020304, %ecx\n  xaddl %ecx, %eax\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, fi\n  movl $0x11, %ecx\n  xaddl %ecx, fi\n  movl fi, %eax\n  shll $8, %eax\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  xchgl %ecx, %ecx\n  movl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  movl $${hex(v)}, %eax\n  cmpxchgl %ecx, %ecx\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  movl $5, %eax\n  cmpxchgl %ecx, %ecx\n  shll $4, %ecx\n  xorl %ecx, %eax`, ALL));
+  }
+  compare('xadd-xchg-cmpxchg', cases);
+});

@@ -2410,10 +2410,12 @@ export class X86Cpu implements Stateful, IntrPin {
         const dst = this.readRMW(modrm, w);
         const src = w === 8 ? this.reg8(reg) : w === 16 ? this.reg16(reg) : regs[reg];
         const sum = this.alu(0, dst, src, w);
-        this.writeBack(modrm, w, sum);
+        // The source register takes the old destination first, then the destination the sum: with one register
+        // as both operands it ends holding the sum (SDM: TEMP = SRC + DEST; SRC = DEST; DEST = TEMP).
         if (w === 8) this.setReg8(reg, dst);
         else if (w === 16) this.setReg16(reg, dst);
         else regs[reg] = dst;
+        this.writeBack(modrm, w, sum);
         return;
       }
       case 0xc7: {
