@@ -346,3 +346,69 @@ ${PRINT_HEX32}
     assert.equal(m.output, '000003e8 00000bb8 00001388 ');
   }
 });
+
+/**
+ * Flat 32-bit test harness: an IDT whose #UD, #DB and #GP handlers print a letter and resume where the case says.
+ * Each case stores its resume address in `resume` before the instruction under test.
+ */
+const FLAT_IDT = `
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+idt:
+  .fill 1, 8, 0
+  .word db_handler, 0x08, 0x8e00, 0
+  .fill 4, 8, 0
+  .word ud_handler, 0x08, 0x8e00, 0
+  .fill 6, 8, 0
+  .word gp_handler, 0x08, 0x8e00, 0
+idtr:
+  .word 14 * 8 - 1
+  .long idt
+resume: .long 0
+`;
+
+test('LOCK: #UD unless on a lockable instruction with a memory destination', { skip }, () => {
+  const ok = ['addl %eax, mem', 'subl $3, mem', 'orb $1, mem', 'adcw %ax, mem', 'sbbl %ecx, mem', 'andl $-1, mem', 'xorl %eax, mem',
+    'incl mem', 'decb mem', 'notl mem', 'negl mem', 'xchgl %eax, mem', 'xchgl mem, %ecx', 'btsl $3, mem', 'btrl %ecx, mem', 'btcl $1, mem',
+    'xaddl %eax, mem', 'cmpxchgl %ecx, mem', 'cmpxchg8b mem'];
+  const ud = ['nop', 'addl %eax, %ecx', 'addl mem, %eax', 'movl %eax, mem', 'movl mem, %eax', 'cmpl %eax, mem', 'cmpl $1, mem',
+    'incl %eax', 'incl %ecx', 'notl %eax', 'xchgl %eax, %ecx', 'btl %ecx, mem', 'btl $1, mem', 'xaddl %eax, %ecx', 'testl %eax, mem',
+    'leal mem, %eax', 'pushl mem', 'cld', 'movsb', 'endbr32', 'nopl mem'];
+  const cases = [...ok, ...ud].map((insn, i) => `  movl $c${i}, resume\n  .byte 0xf0\n  ${insn}\n  movb $'.', %al\n  outb %al, $0xe9\nc${i}:`).join('\n');
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  lgdt gdtr
+  lidt idtr
+  movl $0x1000, %eax
+  movl $0x10, %ecx
+  leal mem, %esi
+  leal mem, %edi
+${cases}
+  hlt
+ud_handler:
+  movb $'U', %al
+  outb %al, $0xe9
+db_handler:
+gp_handler:
+  movl resume, %eax
+  movl %eax, (%esp)
+  iretl
+${FLAT_IDT}
+mem: .quad 0
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startFlat32(0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '.'.repeat(ok.length) + 'U'.repeat(ud.length), jit ? 'compiled blocks' : 'interpreter');
+  }
+});

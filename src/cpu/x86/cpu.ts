@@ -9,6 +9,7 @@ import { BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECT
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
 import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
+import { lockAllowed } from './lock-prefix.js';
 import { X87 } from './x87-lite.js';
 
 export interface X86CpuOptions {
@@ -1336,6 +1337,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.o32 = this.a32 = this.cs32;
     this.segOverride = -1;
     this.rep = 0;
+    let lock = false;
     // Prefixes (at most 15 bytes per instruction in all).
     for (let n = 0; IS_PREFIX[op] !== 0; n++) {
       if (n > 14) this.gp(0);
@@ -1350,11 +1352,21 @@ export class X86Cpu implements Stateful, IntrPin {
         case 0x67: this.a32 = !this.cs32; break;
         case 0xf2: this.rep = 2; break;
         case 0xf3: this.rep = 1; break;
-        default: break; // LOCK
+        default: lock = true; break;
       }
       op = this.fetch8();
     }
+    if (lock) this.checkLockable(op);
     this.execute(op);
+  }
+
+  /** LOCK on an instruction that cannot be locked is #UD: looks at the opcode's next bytes without consuming them. */
+  private checkLockable(op: number): void {
+    const eip = this.eip;
+    const op2 = op === 0x0f ? this.fetch8() : 0;
+    const modrm = this.fetch8();
+    this.eip = eip;
+    if (!lockAllowed(op, op2, modrm)) this.ud();
   }
 
   private execute(op: number): void {
