@@ -2315,7 +2315,9 @@ export class X86Cpu implements Stateful, IntrPin {
         if (this.cpl !== 0) this.gp(0);
         return;
       case 0x0b: case 0xb9: case 0xff: this.ud(); return;
-      case 0x1f: {
+      case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e: case 0x1f: {
+        // Hint NOPs (NOP r/m, PREFETCHh, and ENDBR32 = F3 0F 1E FB on a CPU without CET): the operand is decoded,
+        // no memory is accessed.
         const modrm = this.fetch8();
         if (modrm < 0xc0) this.decodeEA(modrm);
         return;

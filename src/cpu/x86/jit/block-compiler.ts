@@ -1091,6 +1091,13 @@ class BlockBuilder {
       return true;
     }
     switch (op) {
+      case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e: case 0x1f: {
+        // Hint NOPs (NOP r/m, PREFETCHh, ENDBR32): only their length matters.
+        const modrm = d.u8();
+        if (modrm < 0xc0) this.modrmMemory(insn, modrm);
+        fin();
+        return true;
+      }
       case 0xc8: case 0xc9: case 0xca: case 0xcb: case 0xcc: case 0xcd: case 0xce: case 0xcf: {
         if (!insn.o32) break;
         fin();
