@@ -348,10 +348,23 @@ ${PRINT_HEX32}
 });
 
 /**
- * Flat 32-bit test harness: an IDT whose #UD, #DB and #GP handlers print a letter and resume where the case says.
- * Each case stores its resume address in `resume` before the instruction under test.
+ * Flat 32-bit test harness: a GDT, and an IDT whose #UD and #GP handlers print U or G and resume where the case
+ * says (each case stores its resume address in \`resume\` before the instruction under test). The test defines
+ * db_handler (#DB).
  */
 const FLAT_IDT = `
+ud_handler:
+  movb $'U', %al
+  outb %al, $0xe9
+  jmp resume_case
+gp_handler:
+  addl $4, %esp
+  movb $'G', %al
+  outb %al, $0xe9
+resume_case:
+  movl resume, %eax
+  movl %eax, (%esp)
+  iretl
   .p2align 3
 gdt:
   .quad 0
@@ -393,14 +406,8 @@ _start:
   leal mem, %edi
 ${cases}
   hlt
-ud_handler:
-  movb $'U', %al
-  outb %al, $0xe9
 db_handler:
-gp_handler:
-  movl resume, %eax
-  movl %eax, (%esp)
-  iretl
+  jmp resume_case
 ${FLAT_IDT}
 mem: .quad 0
 `, 0x8000);
@@ -410,5 +417,38 @@ mem: .quad 0
     m.startFlat32(0x8000);
     assert.equal(m.runUntilHalt(), 'halt');
     assert.equal(m.output, '.'.repeat(ok.length) + 'U'.repeat(ud.length), jit ? 'compiled blocks' : 'interpreter');
+  }
+});
+
+test('MOV to CR0/CR4: invalid combinations and reserved CR4 bits raise #GP, CD without NW is fine', { skip }, () => {
+  // Each case writes EAX to a control register and prints G (#GP), U (#UD) or the value read back.
+  const writes: [string, number][] = [
+    ['cr0', 0x60000011], ['cr0', 0x40000011], ['cr0', 0x20000011], ['cr0', 0x00000011], ['cr0', 0x80000010], ['cr0', 0x0000ff11],
+    ['cr4', 0x00000008], ['cr4', 0x00000010], ['cr4', 0x00000004], ['cr4', 0x00000080], ['cr4', 0x00000001], ['cr4', 0x00000002],
+    ['cr4', 0x00000020], ['cr4', 0x00000040], ['cr4', 0x00000200], ['cr4', 0x00000800], ['cr4', 0],
+  ];
+  const cases = writes.map(([reg, v], i) => `  movl $c${i}, resume\n  movl $0x${v.toString(16)}, %eax\n  movl %eax, %${reg}\n  movl %${reg}, %eax\n  call print_hex\nc${i}:`).join('\n');
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  lgdt gdtr
+  lidt idtr
+${cases}
+  movl $c_cr1, resume
+  .byte 0x0f, 0x20, 0xc8           # movl %cr1, %eax
+c_cr1:
+  hlt
+db_handler:
+  jmp resume_case
+${FLAT_IDT}
+${PRINT_HEX32}
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startFlat32(0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '60000011 40000011 G00000011 G00000011 00000008 00000010 00000004 00000080 GGGGGG00000000 U', jit ? 'compiled blocks' : 'interpreter');
   }
 });

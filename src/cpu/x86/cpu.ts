@@ -53,6 +53,10 @@ const TSC_PER_NS = 1;
 const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
 /** CPUID.1 EDX: FPU DE PSE TSC MSR CX8 SEP CMOV. */
 const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
+/** CR0: PE MP EM TS ET NE WP AM NW CD PG are defined, the other bits reserved (ignored when written). */
+const CR0_DEFINED = 0xe005003f | 0, CR0_ET = 0x10, CR0_NW = 0x20000000, CR0_CD = 0x40000000;
+/** CR4 bits this CPU has: TSD(2) DE(3) PSE(4) PGE(7). */
+const CR4_DEFINED = 0x9c;
 const DEFAULT_JIT_THRESHOLD = 100;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
 
@@ -3313,9 +3317,10 @@ export class X86Cpu implements Stateful, IntrPin {
   }
 
   private setCr0(v: number): void {
-    v |= 0x10;
-    if (v < 0 && (v & 1) === 0) this.gp(0);
-    if ((v & 0x60000000) === 0x40000000) this.gp(0); // NW without CD
+    if (v < 0 && (v & 1) === 0) this.gp(0); // PG without PE
+    if ((v & (CR0_CD | CR0_NW)) === CR0_NW) this.gp(0); // NW without CD
+    // Reserved bits are ignored; ET is fixed at 1.
+    v = (v & CR0_DEFINED) | CR0_ET;
     const changed = this.cr0 ^ v;
     this.cr0 = v;
     if (changed & (0x80010001 | 0)) {
@@ -3344,10 +3349,10 @@ export class X86Cpu implements Stateful, IntrPin {
         this.cr3 = v & ~0xfe7;
         this.flushTlb();
       } else if (n === 4) {
-        // Only the implemented CR4 bits: VME(0) PVI(1) TSD(2) DE(3) PSE(4) PGE(7), no PAE.
-        if (v & ~0x9f) this.gp(0);
+        // Bits of features this CPU lacks (VME, PVI, PAE, MCE, PCE, OSFXSR...) are reserved: #GP.
+        if (v & ~CR4_DEFINED) this.gp(0);
         if ((v ^ this.cr4) & 0x90) this.flushTlb();
-        this.cr4 = v & 0x9c;
+        this.cr4 = v;
       } else this.ud();
     } else if (op === 0x21) {
       if ((n === 4 || n === 5) && this.cr4 & 8) this.ud();
