@@ -349,11 +349,14 @@ ${PRINT_HEX32}
 
 /**
  * Flat 32-bit test harness: a GDT, and an IDT (vectors 0-13, then `moreGates`) whose #UD and #GP handlers print U or G and resume where the case
- * says (each case stores its resume address in \`resume\` before the instruction under test). The test defines
- * db_handler (#DB).
+ * says (each case stores its resume address in \`resume\` before the instruction under test), and whose #DE
+ * handler sets ECX to 1 and retries (a DIV by ECX). The test defines db_handler (#DB).
  */
 function flatIdt(moreGates = ''): string {
   return `
+de_handler:
+  movl $1, %ecx
+  iretl
 ud_handler:
   movb $'U', %al
   outb %al, $0xe9
@@ -380,7 +383,7 @@ idtr:
 resume: .long 0
   .p2align 3
 idt:
-  .fill 1, 8, 0
+  .word de_handler, 0x08, 0x8e00, 0
   .word db_handler, 0x08, 0x8e00, 0
   .fill 4, 8, 0
   .word ud_handler, 0x08, 0x8e00, 0
@@ -458,7 +461,7 @@ ${PRINT_HEX32}
   }
 });
 
-test('debugging: single-step traps (POPF, INT n, MOV SS, REP, INTR priority), code/data/I-O breakpoints, RF, DR7.GD, DR4 with CR4.DE', { skip }, () => {
+test('debugging: single-step traps (POPF, INT n, MOV SS, REP, INTR priority), code/data/I-O breakpoints, RF (also in fault images), DR7.GD, DR4 with CR4.DE', { skip }, () => {
   // The #DB handler prints the return EIP and DR6 (BD BS B3-B0), clears DR6 and sets RF in the EFLAGS image (so
   // a code breakpoint fault resumes). Vector 0x20 (INTR, raised by a write to port 0xE8) prints "I" and lowers it.
   // The program then prints "|" and, from a table, what it should have printed: the test compares both halves.
@@ -515,6 +518,17 @@ b5: inb $0x81, %al               # the next port: nothing
   movl %eax, %dr7
 b6: movl %dr0, %eax              # #DB fault (BD); GD is clear in the handler, so it runs afterwards
   movl %ecx, %eax
+  call print_hex
+  movl $b7, %eax                 # a code breakpoint on an instruction that faults (#DE) and is retried
+  movl %eax, %dr0
+  movl $1, %eax
+  movl %eax, %dr7
+  xorl %ecx, %ecx
+  movl $7, %eax
+  xorl %edx, %edx
+b7: divl %ecx                    # matches once: the #DE image has RF set, so the retry runs
+  movl $0, %ecx
+  movl %ecx, %dr7
   call print_hex
   movl $c_ud, resume
   movl %dr4, %eax                # #UD with CR4.DE
@@ -576,7 +590,7 @@ ${PRINT_HEX32}
 expected:
   .long a2, 0x4000, a3, 0x4000, a5, 0x4000, a6, 0x4000, a7, 0x4000, a7, 0x4000, a7, 0x4000, a7, 0x4000, a8, 0x4000, a9, 0x4000, 0, 0
   .long a10, 0x4000, a11, 0x4000, a12, 0x4000, a13, 0x4000
-  .long b1, 0x1, b3, 0x2, b4, 0x4, b5, 0x8, b6, 0x2000, 1, 1, 2, 0
+  .long b1, 0x1, b3, 0x2, b4, 0x4, b5, 0x8, b6, 0x2000, 1, 1, b7, 0x1, 1, 7, 2, 0
   .long -1
   .p2align 2
 wvar: .long 0, 0

@@ -5,7 +5,7 @@ import type { InterruptAcknowledge, IntrPin } from '../../devices/device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
-import { BP, BR, DB, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
+import { BP, BR, DB, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory, isFaultClass } from './exceptions.js';
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
 import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
@@ -3179,6 +3179,8 @@ export class X86Cpu implements Stateful, IntrPin {
     const saved = this.captureTransferState();
     for (;;) {
       try {
+        // RF goes into the pushed EFLAGS image only (delivery clears it).
+        if (isFaultClass(v)) this.flags |= RF;
         this.deliver(v, err, false);
         return;
       } catch (e) {
