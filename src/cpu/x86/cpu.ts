@@ -61,6 +61,8 @@ const CR4_DEFINED = 0x9c, CR4_DE = 0x8;
 const DR6_HITS = 0xf, DR6_BD = 0x2000, DR6_BS = 0x4000, DR6_WRITABLE = 0xe00f, DR6_FIXED = 0xffff0ff0 | 0;
 /** DR7: GD (general detect); bit 10 reads as set, bits 11, 12, 14, 15 as clear. */
 const DR7_GD = 0x2000, DR7_WRITABLE = 0xffff23ff | 0, DR7_FIXED = 0x400;
+/** Bytes a breakpoint covers by its DR7 LEN field (LEN 10b is undefined on this CPU class: taken as 8). */
+const BREAKPOINT_LENGTHS = [1, 2, 8, 4];
 const DEFAULT_JIT_THRESHOLD = 100;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
 
@@ -3443,9 +3445,9 @@ export class X86Cpu implements Stateful, IntrPin {
     this.attention = true;
   }
 
-  /** Bytes covered by breakpoint n (DR7 LEN: 1, 2, 8 (undefined here), 4). */
+  /** Bytes covered by breakpoint n. */
   private breakpointLength(n: number): number {
-    return [1, 2, 8, 4][(this.dr[7] >>> (18 + 4 * n)) & 3];
+    return BREAKPOINT_LENGTHS[(this.dr[7] >>> (18 + 4 * n)) & 3];
   }
 
   /** Whether breakpoint n covers any of the `size` bytes at `address`. */
