@@ -261,3 +261,30 @@ test('x87: arithmetic, square root, compares and integer stores on double operan
   }
   compare('x87', cases);
 });
+
+test('XADD, XCHG and CMPXCHG with one register as both operands, and on memory', { skip }, () => {
+  const cases: string[] = [];
+  for (const v of [0, 1, 0x7f, 0x80, 0x7fff, 0x8000, 0x7fffffff, 0x80000000, 0xdeadbeef, 0xffffffff]) {
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddl %eax, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddw %ax, %ax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  xaddb %ah, %ah`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  xaddl %ecx, %ecx\n  movl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %eax\n  movl $0x01020304, %ecx\n  xaddl %ecx, %eax\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, fi\n  movl $0x11, %ecx\n  xaddl %ecx, fi\n  movl fi, %eax\n  shll $8, %eax\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  xchgl %ecx, %ecx\n  movl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  movl $${hex(v)}, %eax\n  cmpxchgl %ecx, %ecx\n  xorl %ecx, %eax`, ALL));
+    cases.push(flagCase(0, `  movl $${hex(v)}, %ecx\n  movl $5, %eax\n  cmpxchgl %ecx, %ecx\n  shll $4, %ecx\n  xorl %ecx, %eax`, ALL));
+  }
+  compare('xadd-xchg-cmpxchg', cases);
+});
+
+test('hint NOPs 0F 18-0F 1F (ENDBR32, NOP r/m, PREFETCH) decode their operand and touch no memory', { skip }, () => {
+  // ESI points at an unmapped address (on the oracle an access would kill the program). Each case runs a hint NOP
+  // between two instructions that build EAX, so a wrong length would execute stray bytes.
+  const forms = ['endbr32', 'nop %eax', 'nopl (%esi)', 'nopw 0x12(%esi,%edi,4)', 'nopl 0x12345678(%esi)', 'nopl 0x12345678',
+    'prefetchnta (%esi)', 'prefetcht0 4(%esi)', 'prefetcht1 (%esi,%eax)', 'prefetcht2 0x1000(%esi)',
+    '.byte 0x0f, 0x19, 0x04, 0x24', '.byte 0x0f, 0x1a, 0x46, 0x08', '.byte 0x0f, 0x1b, 0x86, 0x00, 0x10, 0, 0', '.byte 0x0f, 0x1c, 0xc0',
+    '.byte 0x0f, 0x1d, 0x0e', '.byte 0x0f, 0x1e, 0x3e', '.byte 0xf3, 0x0f, 0x1e, 0xfb', '.byte 0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00'];
+  const cases = forms.map((form, i) => flagCase(0, `  movl $0xdead0000, %esi\n  movl $0x10, %edi\n  movl $${i}, %eax\n  ${form}\n  addl $0x100, %eax`, ALL));
+  compare('hint-nops', cases);
+});

@@ -346,3 +346,265 @@ ${PRINT_HEX32}
     assert.equal(m.output, '000003e8 00000bb8 00001388 ');
   }
 });
+
+/**
+ * Flat 32-bit test harness: a GDT, and an IDT (vectors 0-13, then `moreGates`) whose #UD and #GP handlers print U or G and resume where the case
+ * says (each case stores its resume address in \`resume\` before the instruction under test), and whose #DE
+ * handler sets ECX to 1 and retries (a DIV by ECX). The test defines db_handler (#DB).
+ */
+function flatIdt(moreGates = ''): string {
+  return `
+de_handler:
+  movl $1, %ecx
+  iretl
+ud_handler:
+  movb $'U', %al
+  outb %al, $0xe9
+  jmp resume_case
+gp_handler:
+  addl $4, %esp
+  movb $'G', %al
+  outb %al, $0xe9
+resume_case:
+  movl resume, %eax
+  movl %eax, (%esp)
+  iretl
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+idtr:
+  .word idt_end - idt - 1
+  .long idt
+resume: .long 0
+  .p2align 3
+idt:
+  .word de_handler, 0x08, 0x8e00, 0
+  .word db_handler, 0x08, 0x8e00, 0
+  .fill 4, 8, 0
+  .word ud_handler, 0x08, 0x8e00, 0
+  .fill 6, 8, 0
+  .word gp_handler, 0x08, 0x8e00, 0
+${moreGates}
+idt_end:
+`;
+}
+
+test('LOCK: #UD unless on a lockable instruction with a memory destination', { skip }, () => {
+  const ok = ['addl %eax, mem', 'subl $3, mem', 'orb $1, mem', 'adcw %ax, mem', 'sbbl %ecx, mem', 'andl $-1, mem', 'xorl %eax, mem',
+    'incl mem', 'decb mem', 'notl mem', 'negl mem', 'xchgl %eax, mem', 'xchgl mem, %ecx', 'btsl $3, mem', 'btrl %ecx, mem', 'btcl $1, mem',
+    'xaddl %eax, mem', 'cmpxchgl %ecx, mem', 'cmpxchg8b mem'];
+  const ud = ['nop', 'addl %eax, %ecx', 'addl mem, %eax', 'movl %eax, mem', 'movl mem, %eax', 'cmpl %eax, mem', 'cmpl $1, mem',
+    'incl %eax', 'incl %ecx', 'notl %eax', 'xchgl %eax, %ecx', 'btl %ecx, mem', 'btl $1, mem', 'xaddl %eax, %ecx', 'testl %eax, mem',
+    'leal mem, %eax', 'pushl mem', 'cld', 'movsb', 'endbr32', 'nopl mem'];
+  const cases = [...ok, ...ud].map((insn, i) => `  movl $c${i}, resume\n  .byte 0xf0\n  ${insn}\n  movb $'.', %al\n  outb %al, $0xe9\nc${i}:`).join('\n');
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  lgdt gdtr
+  lidt idtr
+  movl $0x1000, %eax
+  movl $0x10, %ecx
+  leal mem, %esi
+  leal mem, %edi
+${cases}
+  hlt
+db_handler:
+  jmp resume_case
+${flatIdt()}
+mem: .quad 0
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startFlat32(0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '.'.repeat(ok.length) + 'U'.repeat(ud.length), jit ? 'compiled blocks' : 'interpreter');
+  }
+});
+
+test('MOV to CR0/CR4: invalid combinations and reserved CR4 bits raise #GP, CD without NW is fine', { skip }, () => {
+  // Each case writes EAX to a control register and prints G (#GP), U (#UD) or the value read back.
+  const writes: [string, number][] = [
+    ['cr0', 0x60000011], ['cr0', 0x40000011], ['cr0', 0x20000011], ['cr0', 0x00000011], ['cr0', 0x80000010], ['cr0', 0x0000ff11],
+    ['cr4', 0x00000008], ['cr4', 0x00000010], ['cr4', 0x00000004], ['cr4', 0x00000080], ['cr4', 0x00000001], ['cr4', 0x00000002],
+    ['cr4', 0x00000020], ['cr4', 0x00000040], ['cr4', 0x00000200], ['cr4', 0x00000800], ['cr4', 0],
+  ];
+  const cases = writes.map(([reg, v], i) => `  movl $c${i}, resume\n  movl $0x${v.toString(16)}, %eax\n  movl %eax, %${reg}\n  movl %${reg}, %eax\n  call print_hex\nc${i}:`).join('\n');
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  lgdt gdtr
+  lidt idtr
+${cases}
+  movl $c_cr1, resume
+  .byte 0x0f, 0x20, 0xc8           # movl %cr1, %eax
+c_cr1:
+  hlt
+db_handler:
+  jmp resume_case
+${flatIdt()}
+${PRINT_HEX32}
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startFlat32(0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '60000011 40000011 G00000011 G00000011 00000008 00000010 00000004 00000080 GGGGGG00000000 U', jit ? 'compiled blocks' : 'interpreter');
+  }
+});
+
+test('debugging: single-step traps (POPF, INT n, MOV SS, REP, INTR priority), code/data/I-O breakpoints, RF (also in fault images), DR7.GD, DR4 with CR4.DE', { skip }, () => {
+  // The #DB handler prints the return EIP and DR6 (BD BS B3-B0), clears DR6 and sets RF in the EFLAGS image (so
+  // a code breakpoint fault resumes). Vector 0x20 (INTR, raised by a write to port 0xE8) prints "I" and lowers it.
+  // The program then prints "|" and, from a table, what it should have printed: the test compares both halves.
+  const code = assembleFlat(`
+  .code32
+  .globl _start
+_start:
+  lgdt gdtr
+  lidt idtr
+  leal src, %esi
+  leal dst, %edi
+  sti
+  pushfl
+  orl $0x100, (%esp)
+  popfl                          # TF set by POPF: no trap after it
+  nop
+a2: movl $3, %ecx
+a3: int $0x31                    # no trap after INT n (its handler runs with TF clear, its IRET began with TF clear)
+  addl $1, %ecx
+a5: movw %ss, %ax
+a6: movw %ax, %ss                # its trap waits until after the next instruction
+  movl %esp, %ebp
+a7: rep movsb                    # a trap after each of the 4 iterations, EIP at the instruction until the last
+a8: outb %al, $0xe8              # raises INTR: the trap is delivered first, the interrupt after the #DB handler
+a9: nop
+a10: pushfl
+a11: andl $~0x100, (%esp)
+a12: popfl                       # clears TF: traps after it all the same
+a13: nop
+
+  movl $b1, %eax
+  movl %eax, %dr0
+  movl $wvar, %eax
+  movl %eax, %dr1
+  movl $rwvar, %eax
+  movl %eax, %dr2
+  movl $0x80, %eax
+  movl %eax, %dr3
+  movl %cr4, %eax
+  orl $8, %eax
+  movl %eax, %cr4
+  # DR0: execute; DR1: write, 4 bytes; DR2: read/write, 2 bytes; DR3: I/O, 1 byte.
+  movl $(0x55 | (0x1 << 20) | (0x3 << 22) | (0x3 << 24) | (0x1 << 26) | (0x2 << 28)), %eax
+  movl %eax, %dr7
+  xorl %ecx, %ecx
+b1: incl %ecx                    # fault before it; runs once after the handler (RF)
+  movl wvar, %edx                # a read: the write breakpoint does not match
+  movw %dx, wvar+2               # trap after it
+b3: movb %dl, wvar+4             # past the breakpoint's 4 bytes
+  movl rwvar-2, %edx             # a read overlapping the read/write breakpoint: trap
+b4: outb %al, $0x80              # I/O breakpoint: trap
+b5: inb $0x81, %al               # the next port: nothing
+  movl $0x2000, %eax             # DR7.GD alone
+  movl %eax, %dr7
+b6: movl %dr0, %eax              # #DB fault (BD); GD is clear in the handler, so it runs afterwards
+  movl %ecx, %eax
+  call print_hex
+  movl $b7, %eax                 # a code breakpoint on an instruction that faults (#DE) and is retried
+  movl %eax, %dr0
+  movl $1, %eax
+  movl %eax, %dr7
+  xorl %ecx, %ecx
+  movl $7, %eax
+  xorl %edx, %edx
+b7: divl %ecx                    # matches once: the #DE image has RF set, so the retry runs
+  movl $0, %ecx
+  movl %ecx, %dr7
+  call print_hex
+  movl $c_ud, resume
+  movl %dr4, %eax                # #UD with CR4.DE
+c_ud:
+  movb $'|', %al
+  outb %al, $0xe9
+
+  leal expected, %esi
+1: movl (%esi), %eax
+  cmpl $-1, %eax
+  je 4f
+  cmpl $2, %eax
+  ja 3f
+  jb 2f
+  movb $'U', %al
+  outb %al, $0xe9
+  jmp 5f
+2: testl %eax, %eax
+  jnz 6f
+  movb $'I', %al
+  outb %al, $0xe9
+  movb $' ', %al
+  outb %al, $0xe9
+  jmp 5f
+3: call print_hex
+6: movl 4(%esi), %eax
+  call print_hex
+5: addl $8, %esi
+  jmp 1b
+4: hlt
+
+db_handler:
+  pushal
+  movl 32(%esp), %eax
+  call print_hex
+  movl %dr6, %eax
+  andl $0xe00f, %eax
+  call print_hex
+  xorl %eax, %eax
+  movl %eax, %dr6
+  orl $0x10000, 40(%esp)
+  popal
+  iretl
+int31:
+  iretl
+intr_handler:
+  movb $'I', %al
+  outb %al, $0xe9
+  movb $' ', %al
+  outb %al, $0xe9
+  outb %al, $0xe7
+  iretl
+${flatIdt(`  .fill 0x20 - 14, 8, 0
+  .word intr_handler, 0x08, 0x8e00, 0
+  .fill 0x10, 8, 0
+  .word int31, 0x08, 0x8e00, 0`)}
+${PRINT_HEX32}
+  .p2align 2
+expected:
+  .long a2, 0x4000, a3, 0x4000, a5, 0x4000, a6, 0x4000, a7, 0x4000, a7, 0x4000, a7, 0x4000, a7, 0x4000, a8, 0x4000, a9, 0x4000, 0, 0
+  .long a10, 0x4000, a11, 0x4000, a12, 0x4000, a13, 0x4000
+  .long b1, 0x1, b3, 0x2, b4, 0x4, b5, 0x8, b6, 0x2000, 1, 1, b7, 0x1, 1, 7, 2, 0
+  .long -1
+  .p2align 2
+wvar: .long 0, 0
+rwvar: .long 0
+src: .ascii "abcd"
+dst: .long 0
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.io.register(0xe7, 2, { read: () => 0, write: (offset) => m.cpu.setIntr(offset === 1) }, { sizes: 1, name: 'intr' });
+    m.startFlat32(0x8000);
+    assert.equal(m.runUntilHalt(), 'halt', m.output.slice(0, 2000));
+    const [got, want] = m.output.split('|');
+    assert.equal(got, want, jit ? 'compiled blocks' : 'interpreter');
+  }
+});

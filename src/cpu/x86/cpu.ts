@@ -5,10 +5,11 @@ import type { InterruptAcknowledge, IntrPin } from '../../devices/device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
-import { AC_VECTOR, BP, BR, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory } from './exceptions.js';
+import { AC_VECTOR, BP, BR, DB, DE, DF_VECTOR, FAULT, GP, NM, NP, OF_VECTOR, PF_VECTOR, SS_VECTOR, TS, UD, hasErrorCode, isContributory, isFaultClass } from './exceptions.js';
 import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './registers.js';
 import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
+import { lockAllowed } from './lock-prefix.js';
 import { X87 } from './x87-lite.js';
 
 export interface X86CpuOptions {
@@ -57,6 +58,16 @@ const TSC_PER_NS = 1;
 const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
 /** CPUID.1 EDX: FPU DE PSE TSC MSR CX8 SEP CMOV. */
 const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
+/** CR0: PE MP EM TS ET NE WP AM NW CD PG are defined, the other bits reserved (ignored when written). */
+const CR0_DEFINED = 0xe005003f | 0, CR0_ET = 0x10, CR0_NW = 0x20000000, CR0_CD = 0x40000000;
+/** CR4 bits this CPU has: TSD(2) DE(3) PSE(4) PGE(7). */
+const CR4_DEFINED = 0x9c, CR4_DE = 0x8;
+/** DR6: B0-B3 (breakpoint n matched), BD (general detect), BS (single step); its reserved bits read as set. */
+const DR6_HITS = 0xf, DR6_BD = 0x2000, DR6_BS = 0x4000, DR6_WRITABLE = 0xe00f, DR6_FIXED = 0xffff0ff0 | 0;
+/** DR7: GD (general detect); bit 10 reads as set, bits 11, 12, 14, 15 as clear. */
+const DR7_GD = 0x2000, DR7_WRITABLE = 0xffff23ff | 0, DR7_FIXED = 0x400;
+/** Bytes a breakpoint covers by its DR7 LEN field (LEN 10b is undefined on this CPU class: taken as 8). */
+const BREAKPOINT_LENGTHS = [1, 2, 8, 4];
 const DEFAULT_JIT_THRESHOLD = 100;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
 
@@ -152,6 +163,20 @@ export class X86Cpu implements Stateful, IntrPin {
   private nmiBlocked = false;
   /** Interrupts are inhibited for one instruction after STI, MOV SS and POP SS. */
   private interruptShadow = false;
+  // Debugging (see stepWithDebug). Breakpoints enabled in DR7, one bit per DR0-DR3, by kind.
+  private codeBreakpoints = 0;
+  private dataBreakpoints = 0;
+  private ioBreakpoints = 0;
+  /** DR6 B0-B3 bits of the data and I/O breakpoints the current instruction matched. */
+  private debugHits = 0;
+  /** The run loop executes one instruction at a time through stepWithDebug: TF, RF or a breakpoint is set. */
+  private debugStepping = false;
+  /** DR6 bits of debug traps that MOV SS / POP SS held back until after the next instruction. */
+  private heldDebugTraps = 0;
+  /** The last instruction loaded SS with MOV or POP (debug traps and code breakpoints wait one instruction). */
+  private ssLoaded = false;
+  /** The instruction executing is INT n, INT3, INTO or INT1: no single-step trap follows it. */
+  private softwareInterrupted = false;
   /** Set whenever the run loop must look at events before the next instruction (see serviceEvents). */
   private attention = false;
   instructionCount = 0;
@@ -206,8 +231,9 @@ export class X86Cpu implements Stateful, IntrPin {
     this.cr0 = 0x60000010;
     this.cr2 = this.cr3 = this.cr4 = 0;
     this.dr.fill(0);
-    this.dr[6] = 0xffff0ff0 | 0;
-    this.dr[7] = 0x400;
+    this.dr[6] = DR6_FIXED;
+    this.dr[7] = DR7_FIXED;
+    this.heldDebugTraps = 0;
     this.gdtBase = 0;
     this.gdtLimit = 0xffff;
     this.idtBase = 0;
@@ -228,6 +254,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.a20Mask = this.memory.a20Mask;
     this.fpu.reset();
     this.jit?.clear();
+    this.updateBreakpoints();
     this.flushTlb();
   }
 
@@ -372,6 +399,8 @@ export class X86Cpu implements Stateful, IntrPin {
     const old = this.flags;
     this.flags = (value & (STATUS_FLAGS | TF | IF | DF | IOPL | NT | RF | VM | AC | ID)) | FIXED_ONE;
     this.lazy = 0;
+    // Single-stepping and RF are looked after between instructions (serviceEvents).
+    if (this.flags & (TF | RF)) this.attention = true;
     if ((this.flags ^ old) & VM) this.updateModes();
     else if ((this.flags ^ old) & AC) this.updateAccessMask();
   }
@@ -584,7 +613,8 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     const page = phys & PAGE_MASK;
-    if (this.memory.isDirectRam(page >>> 0)) {
+    // Pages holding a data breakpoint get no fast entries: their accesses take slowRead/slowWrite, which match.
+    if (this.memory.isDirectRam(page >>> 0) && (this.dataBreakpoints === 0 || !this.watchesPage(linear))) {
       const vpn = linear >>> 12;
       const bits = userOk ? TLB_USER : TLB_SUPERVISOR;
       if (largePage && this.largePageCached[linear >>> 22] === 0) {
@@ -685,6 +715,7 @@ export class X86Cpu implements Stateful, IntrPin {
 
   private slowRead(lin: number, size: 1 | 2 | 4): number {
     if (lin & (size - 1) && this.accessMask === TLB_ALIGNMENT_CHECK) this.fault(AC_VECTOR, 0);
+    if (this.dataBreakpoints !== 0) this.matchDataBreakpoints(lin, size, false);
     const user = this.cpl === 3;
     if (size > 1 && (lin & 0xfff) > 0x1000 - size) {
       // Crossing a page: both pages must be readable before anything is read.
@@ -702,6 +733,7 @@ export class X86Cpu implements Stateful, IntrPin {
 
   private slowWrite(lin: number, size: 1 | 2 | 4, v: number): void {
     if (lin & (size - 1) && this.accessMask === TLB_ALIGNMENT_CHECK) this.fault(AC_VECTOR, 0);
+    if (this.dataBreakpoints !== 0) this.matchDataBreakpoints(lin, size, true);
     const user = this.cpl === 3;
     if (size > 1 && (lin & 0xfff) > 0x1000 - size) {
       const first = 0x1000 - (lin & 0xfff);
@@ -1372,6 +1404,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.o32 = this.a32 = this.cs32;
     this.segOverride = -1;
     this.rep = 0;
+    let lock = false;
     // Prefixes (at most 15 bytes per instruction in all).
     for (let n = 0; IS_PREFIX[op] !== 0; n++) {
       if (n > 14) this.gp(0);
@@ -1386,11 +1419,21 @@ export class X86Cpu implements Stateful, IntrPin {
         case 0x67: this.a32 = !this.cs32; break;
         case 0xf2: this.rep = 2; break;
         case 0xf3: this.rep = 1; break;
-        default: break; // LOCK
+        default: lock = true; break;
       }
       op = this.fetch8();
     }
+    if (lock) this.checkLockable(op);
     this.execute(op);
+  }
+
+  /** LOCK on an instruction that cannot be locked is #UD: looks at the opcode's next bytes without consuming them. */
+  private checkLockable(op: number): void {
+    const eip = this.eip;
+    const op2 = op === 0x0f ? this.fetch8() : 0;
+    const modrm = this.fetch8();
+    this.eip = eip;
+    if (!lockAllowed(op, op2, modrm)) this.ud();
   }
 
   private execute(op: number): void {
@@ -1458,7 +1501,7 @@ export class X86Cpu implements Stateful, IntrPin {
       case 0x0e: this.pushv(this.segSel[CS]); return;
       case 0x0f: this.execute0f(this.fetch8()); return;
       case 0x16: this.pushv(this.segSel[SS]); return;
-      case 0x17: this.popSegment(SS); this.interruptShadow = this.attention = true; return;
+      case 0x17: this.popSegment(SS); this.interruptShadow = this.ssLoaded = this.attention = true; return;
       case 0x1e: this.pushv(this.segSel[DS]); return;
       case 0x1f: this.popSegment(DS); return;
       case 0x27: this.daa(); return;
@@ -1621,7 +1664,7 @@ export class X86Cpu implements Stateful, IntrPin {
         const seg = (modrm >> 3) & 7;
         if (seg === CS || seg > 5) this.ud();
         this.loadSegment(seg, this.readRM16(modrm));
-        if (seg === SS) this.interruptShadow = this.attention = true;
+        if (seg === SS) this.interruptShadow = this.ssLoaded = this.attention = true;
         return;
       }
       case 0x8f: {
@@ -2121,11 +2164,13 @@ export class X86Cpu implements Stateful, IntrPin {
 
   private portIn(port: number, size: 1 | 2 | 4): number {
     this.checkIoPermission(port, size);
+    if (this.ioBreakpoints !== 0) this.matchIoBreakpoints(port, size);
     return this.io.read(port, size) | 0;
   }
 
   private portOut(port: number, size: 1 | 2 | 4, value: number): void {
     this.checkIoPermission(port, size);
+    if (this.ioBreakpoints !== 0) this.matchIoBreakpoints(port, size);
     this.io.write(port, size, size === 4 ? value >>> 0 : value);
   }
 
@@ -2142,8 +2187,8 @@ export class X86Cpu implements Stateful, IntrPin {
     const repeat = this.rep !== 0;
     // A bounded number of iterations per step keeps interrupts and timers responsive; the instruction is
     // restarted (EIP stays) until the count runs out.
-    let budget = repeat ? 4096 : 1;
-    const bulk = repeat && amask === -1 && delta > 0 && (op === 0xa4 || op === 0xa5 || op === 0xaa || op === 0xab);
+    let budget = repeat ? this.repeatBudget() : 1;
+    const bulk = repeat && !this.debugStepping && amask === -1 && delta > 0 && (op === 0xa4 || op === 0xa5 || op === 0xaa || op === 0xab);
     for (;;) {
       if (repeat && (r[1] & amask) === 0) return;
       if (bulk) {
@@ -2152,7 +2197,7 @@ export class X86Cpu implements Stateful, IntrPin {
           if (r[1] === 0) return;
           budget -= done;
           if (budget <= 0) {
-            this.eip = this.instrStart;
+            this.suspendRepeat();
             return;
           }
           continue;
@@ -2209,7 +2254,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.advance(1, -1, amask);
       if (stop || (r[1] & amask) === 0) return;
       if (--budget === 0) {
-        this.eip = this.instrStart;
+        this.suspendRepeat();
         return;
       }
     }
@@ -2256,6 +2301,20 @@ export class X86Cpu implements Stateful, IntrPin {
     return n;
   }
 
+  /** Iterations of a REP string instruction per step: one while debugging (single-step and data breakpoints trap after each). */
+  private repeatBudget(): number {
+    return this.debugStepping ? 1 : 4096;
+  }
+
+  /**
+   * Ends a step inside a REP string instruction, which restarts at the same EIP. While debugging, RF is set as
+   * hardware sets it in the EFLAGS image of an interrupted REP: the instruction's breakpoint does not match again.
+   */
+  private suspendRepeat(): void {
+    this.eip = this.instrStart;
+    if (this.debugStepping) this.flags |= RF;
+  }
+
   /** Adds delta to a register under the address-size mask (SI/DI/CX wrap at 64 KiB in 16-bit addressing). */
   private advance(reg: number, delta: number, amask: number): void {
     if (amask === -1) this.regs[reg] = (this.regs[reg] + delta) | 0;
@@ -2269,7 +2328,7 @@ export class X86Cpu implements Stateful, IntrPin {
     const amask = this.a32 ? -1 : 0xffff;
     const port = r[2] & 0xffff;
     const repeat = this.rep !== 0;
-    let budget = repeat ? 4096 : 1;
+    let budget = repeat ? this.repeatBudget() : 1;
     for (;;) {
       if (repeat && (r[1] & amask) === 0) return;
       if (op < 0x6e) {
@@ -2291,7 +2350,7 @@ export class X86Cpu implements Stateful, IntrPin {
       this.advance(1, -1, amask);
       if ((r[1] & amask) === 0) return;
       if (--budget === 0) {
-        this.eip = this.instrStart;
+        this.suspendRepeat();
         return;
       }
     }
@@ -2339,7 +2398,9 @@ export class X86Cpu implements Stateful, IntrPin {
         if (this.cpl !== 0) this.gp(0);
         return;
       case 0x0b: case 0xb9: case 0xff: this.ud(); return;
-      case 0x1f: {
+      case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e: case 0x1f: {
+        // Hint NOPs (NOP r/m, PREFETCHh, and ENDBR32 = F3 0F 1E FB on a CPU without CET): the operand is decoded,
+        // no memory is accessed.
         const modrm = this.fetch8();
         if (modrm < 0xc0) this.decodeEA(modrm);
         return;
@@ -2446,10 +2507,12 @@ export class X86Cpu implements Stateful, IntrPin {
         const dst = this.readRMW(modrm, w);
         const src = w === 8 ? this.reg8(reg) : w === 16 ? this.reg16(reg) : regs[reg];
         const sum = this.alu(0, dst, src, w);
-        this.writeBack(modrm, w, sum);
+        // The source register takes the old destination first, then the destination the sum: with one register
+        // as both operands it ends holding the sum (SDM: TEMP = SRC + DEST; SRC = DEST; DEST = TEMP).
         if (w === 8) this.setReg8(reg, dst);
         else if (w === 16) this.setReg16(reg, dst);
         else regs[reg] = dst;
+        this.writeBack(modrm, w, sum);
         return;
       }
       case 0xc7: {
@@ -3050,6 +3113,7 @@ export class X86Cpu implements Stateful, IntrPin {
   /** INT n, INT3, INTO, INT1: software interrupts (the gate's DPL is checked against CPL). */
   private softwareInterrupt(vector: number, isTrapLike: boolean): void {
     if (this.flags & VM && ((this.flags & IOPL) >> 12) < 3 && !isTrapLike) this.gp(0);
+    this.softwareInterrupted = true;
     this.deliver(vector, -1, true);
   }
 
@@ -3181,6 +3245,8 @@ export class X86Cpu implements Stateful, IntrPin {
     const saved = this.captureTransferState();
     for (;;) {
       try {
+        // RF goes into the pushed EFLAGS image only (delivery clears it).
+        if (isFaultClass(v)) this.flags |= RF;
         this.deliver(v, err, false);
         return;
       } catch (e) {
@@ -3361,9 +3427,10 @@ export class X86Cpu implements Stateful, IntrPin {
   }
 
   private setCr0(v: number): void {
-    v |= 0x10;
-    if (v < 0 && (v & 1) === 0) this.gp(0);
-    if ((v & 0x60000000) === 0x40000000) this.gp(0); // NW without CD
+    if (v < 0 && (v & 1) === 0) this.gp(0); // PG without PE
+    if ((v & (CR0_CD | CR0_NW)) === CR0_NW) this.gp(0); // NW without CD
+    // Reserved bits are ignored; ET is fixed at 1.
+    v = (v & CR0_DEFINED) | CR0_ET;
     const changed = this.cr0 ^ v;
     this.cr0 = v;
     if (changed & (0x80010001 | 0)) {
@@ -3394,18 +3461,125 @@ export class X86Cpu implements Stateful, IntrPin {
         this.cr3 = v & ~0xfe7;
         this.flushTlb();
       } else if (n === 4) {
-        // Only the implemented CR4 bits: VME(0) PVI(1) TSD(2) DE(3) PSE(4) PGE(7), no PAE.
-        if (v & ~0x9f) this.gp(0);
+        // Bits of features this CPU lacks (VME, PVI, PAE, MCE, PCE, OSFXSR...) are reserved: #GP.
+        if (v & ~CR4_DEFINED) this.gp(0);
         if ((v ^ this.cr4) & 0x90) this.flushTlb();
-        this.cr4 = v & 0x9c;
+        this.cr4 = v;
+        this.updateBreakpoints();
       } else this.ud();
-    } else if (op === 0x21) {
-      if ((n === 4 || n === 5) && this.cr4 & 8) this.ud();
-      this.regs[rm] = this.dr[n === 4 ? 6 : n === 5 ? 7 : n];
     } else {
-      if ((n === 4 || n === 5) && this.cr4 & 8) this.ud();
-      this.dr[n === 4 ? 6 : n === 5 ? 7 : n] = this.regs[rm];
+      // DR4 and DR5 are DR6 and DR7 unless CR4.DE; with DR7.GD any access is a #DB fault (which clears GD).
+      if ((n === 4 || n === 5) && this.cr4 & CR4_DE) this.ud();
+      const dr = n === 4 ? 6 : n === 5 ? 7 : n;
+      if (this.dr[7] & DR7_GD) {
+        this.dr[6] |= DR6_BD;
+        this.dr[7] &= ~DR7_GD;
+        this.fault(DB);
+      }
+      if (op === 0x21) this.regs[rm] = this.dr[dr];
+      else this.writeDebugRegister(dr, this.regs[rm]);
     }
+  }
+
+  private writeDebugRegister(n: number, v: number): void {
+    if (n === 6) this.dr[6] = (v & DR6_WRITABLE) | DR6_FIXED;
+    else if (n === 7) this.dr[7] = (v & DR7_WRITABLE) | DR7_FIXED;
+    else this.dr[n] = v;
+    if (n !== 6) this.updateBreakpoints();
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Debug registers and single-stepping
+
+  /** Decodes DR7 (and CR4.DE for I/O breakpoints) into the enabled breakpoints of each kind. */
+  private updateBreakpoints(): void {
+    let code = 0, data = 0, io = 0;
+    const dr7 = this.dr[7];
+    for (let n = 0; n < 4; n++) {
+      if (((dr7 >> (2 * n)) & 3) === 0) continue;
+      const rw = (dr7 >>> (16 + 4 * n)) & 3;
+      if (rw === 0) code |= 1 << n;
+      else if (rw === 2) io |= this.cr4 & CR4_DE ? 1 << n : 0; // undefined without CR4.DE
+      else data |= 1 << n;
+    }
+    const watched = data !== 0 || this.dataBreakpoints !== 0;
+    this.codeBreakpoints = code;
+    this.dataBreakpoints = data;
+    this.ioBreakpoints = io;
+    // Pages that hold data breakpoints lose their fast TLB entries (translate leaves them out from now on).
+    if (watched) this.flushTlb();
+    this.attention = true;
+  }
+
+  /** Bytes covered by breakpoint n. */
+  private breakpointLength(n: number): number {
+    return BREAKPOINT_LENGTHS[(this.dr[7] >>> (18 + 4 * n)) & 3];
+  }
+
+  /** Whether breakpoint n covers any of the `size` bytes at `address`. */
+  private breakpointCovers(n: number, address: number, size: number): boolean {
+    const length = this.breakpointLength(n);
+    const start = (this.dr[n] & -length) >>> 0;
+    const a = address >>> 0;
+    return a < start + length && start < a + size;
+  }
+
+  private watchesPage(linear: number): boolean {
+    for (let n = 0; n < 4; n++) {
+      if ((this.dataBreakpoints >> n) & 1 && this.dr[n] >>> 12 === linear >>> 12) return true;
+    }
+    return false;
+  }
+
+  private matchDataBreakpoints(lin: number, size: number, write: boolean): void {
+    for (let n = 0; n < 4; n++) {
+      // RW 01: writes only; RW 11: reads and writes.
+      if ((this.dataBreakpoints >> n) & 1 && (write || ((this.dr[7] >>> (16 + 4 * n)) & 3) === 3) && this.breakpointCovers(n, lin, size)) {
+        this.debugHits |= 1 << n;
+      }
+    }
+  }
+
+  private matchIoBreakpoints(port: number, size: number): void {
+    for (let n = 0; n < 4; n++) if ((this.ioBreakpoints >> n) & 1 && this.breakpointCovers(n, port, size)) this.debugHits |= 1 << n;
+  }
+
+  /**
+   * One instruction with the debug checks, while TF, RF or a breakpoint is set (compiled blocks do not run
+   * then). Code breakpoints are faults before the instruction (unless RF); single-step (TF at the start of an
+   * instruction that completes, except INT n) and data and I/O breakpoints are one #DB trap after it. After MOV
+   * SS / POP SS they wait until after the next instruction. Priorities (SDM): these traps come before NMI and
+   * INTR, which come before the next instruction's code breakpoint: serviceEvents runs between.
+   */
+  private stepWithDebug(): void {
+    const eip = this.eip;
+    const shadowed = this.ssLoaded;
+    if (this.codeBreakpoints !== 0 && (this.flags & RF) === 0 && !shadowed) {
+      const linear = (this.segBase[CS] + eip) | 0;
+      let hits = 0;
+      for (let n = 0; n < 4; n++) if ((this.codeBreakpoints >> n) & 1 && this.dr[n] === linear) hits |= 1 << n;
+      if (hits !== 0) {
+        this.instrStart = eip;
+        this.dr[6] = (this.dr[6] & ~DR6_HITS) | hits;
+        this.fault(DB);
+      }
+    }
+    const singleStep = (this.flags & TF) !== 0;
+    this.ssLoaded = this.softwareInterrupted = false;
+    this.debugHits = 0;
+    // RF lasts one instruction (IRET may set it again).
+    this.flags &= ~RF;
+    this.step();
+    const traps = (shadowed ? this.heldDebugTraps : 0) | this.debugHits | (singleStep && !this.softwareInterrupted ? DR6_BS : 0);
+    this.heldDebugTraps = 0;
+    if (traps === 0) return;
+    if (this.ssLoaded) {
+      this.heldDebugTraps = traps;
+      return;
+    }
+    const hits = traps & DR6_HITS;
+    this.dr[6] = (hits !== 0 ? (this.dr[6] & ~DR6_HITS) | hits : this.dr[6]) | (traps & DR6_BS);
+    this.raiseException(DB, -1);
   }
 
   /** RDTSC into EDX:EAX (the count stays far below 2^53, exact in a double). */
@@ -3577,6 +3751,11 @@ export class X86Cpu implements Stateful, IntrPin {
               this.instructionCount += n;
               return n;
             }
+            if (this.debugStepping) {
+              this.stepWithDebug();
+              n++;
+              continue;
+            }
           }
           if (this.jit !== null) {
             const eip = this.eip;
@@ -3638,11 +3817,13 @@ export class X86Cpu implements Stateful, IntrPin {
       if (this.stopReason === 'none') this.stopReason = 'exit-request';
       return true;
     }
+    this.debugStepping = (this.flags & (TF | RF)) !== 0 || (this.codeBreakpoints | this.dataBreakpoints | this.ioBreakpoints | this.heldDebugTraps) !== 0;
     if (this.interruptShadow) {
       this.interruptShadow = false;
       // Look again before the instruction after the shadowed one.
       return false;
     }
+    this.ssLoaded = false;
     if (this.nmiPending && !this.nmiBlocked) {
       this.nmiPending = false;
       this.externalInterrupt(2);
@@ -3654,7 +3835,7 @@ export class X86Cpu implements Stateful, IntrPin {
       return true;
     }
     // A pending INTR stays interesting while IF is clear (STI, POPF, IRET may set it without telling us).
-    this.attention = this.intrLine || this.nmiPending || this.exitRequested;
+    this.attention = this.intrLine || this.nmiPending || this.exitRequested || this.debugStepping;
     return false;
   }
 
@@ -3690,6 +3871,7 @@ export class X86Cpu implements Stateful, IntrPin {
     const dr = f.dr as number[];
     if (!Array.isArray(dr) || dr.length !== 8) throw new StateError(`${this.id}: bad debug registers`);
     dr.forEach((v, i) => (this.dr[i] = v));
+    this.updateBreakpoints();
     this.cpl = Number(f.cpl) & 3;
     this.updateModes();
     this.halted = f.halted === true;

@@ -7,6 +7,15 @@ export function hasErrorCode(vector: number): boolean {
   return vector === DF_VECTOR || (vector >= TS && vector <= PF_VECTOR) || vector === AC_VECTOR;
 }
 
+/**
+ * Fault-class exceptions other than #DB: the return address is the faulting instruction, and the EFLAGS image
+ * pushed for them has RF set, so that a code breakpoint on that instruction does not match again when the
+ * handler returns to it (#DB's own faults, code breakpoints and general detect, are left out).
+ */
+export function isFaultClass(vector: number): boolean {
+  return vector === DE || (vector >= BR && vector <= NM) || (vector >= TS && vector <= PF_VECTOR) || vector === MF || vector === AC_VECTOR;
+}
+
 /** Contributory exceptions (a second one while delivering the first becomes #DF). */
 export function isContributory(vector: number): boolean {
   return vector === DE || (vector >= TS && vector <= GP);

@@ -1,3 +1,4 @@
+import { lockAllowed } from '../lock-prefix.js';
 import { CS, DS, ES, FS, GS, SS } from '../registers.js';
 
 /**
@@ -96,6 +97,7 @@ interface Insn {
   a32: boolean;
   seg: number;
   rep: number;
+  lock: boolean;
 }
 
 class Decoder {
@@ -128,7 +130,11 @@ class Decoder {
 
   /** The next byte without consuming it (-1 at the page end). */
   peek(): number {
-    return this.pos < this.limit ? this.ram[this.pos] : -1;
+    return this.peekAt(0);
+  }
+  /** The byte `ahead` bytes after the next one, without consuming anything (-1 past the page end). */
+  peekAt(ahead: number): number {
+    return this.pos + ahead < this.limit ? this.ram[this.pos + ahead] : -1;
   }
   bytesAt(start: number, n: number): Uint8Array {
     return this.ram.subarray(start, Math.min(start + n, this.limit));
@@ -410,7 +416,7 @@ class BlockBuilder {
 
   private prefixes(start: number, eip: number): Insn | null {
     const cs32 = (this.mode & MODE_CS32) !== 0;
-    const insn: Insn = { eip, start, next: 0, o32: cs32, a32: cs32, seg: -1, rep: 0 };
+    const insn: Insn = { eip, start, next: 0, o32: cs32, a32: cs32, seg: -1, rep: 0, lock: false };
     for (let n = 0; n < 14; n++) {
       const b = this.d.u8();
       switch (b) {
@@ -422,7 +428,7 @@ class BlockBuilder {
         case 0x65: insn.seg = GS; continue;
         case 0x66: insn.o32 = !cs32; continue;
         case 0x67: insn.a32 = !cs32; continue;
-        case 0xf0: continue;
+        case 0xf0: insn.lock = true; continue;
         case 0xf2: insn.rep = 2; continue;
         case 0xf3: insn.rep = 1; continue;
       }
@@ -647,9 +653,11 @@ class BlockBuilder {
    * for the instructions that neither change flags nor use the locals a, b, x.
    */
   private instruction(insn: Insn, flagsBefore: BlockBuilder['lastFlags']): boolean {
-    this.handled = true;
     this.lastFlags = null;
     const d = this.d;
+    // LOCK where it is not allowed: the interpreter raises #UD.
+    if (insn.lock && !lockAllowed(d.peek(), d.peekAt(1), d.peek() === 0x0f ? d.peekAt(2) : d.peekAt(1))) return false;
+    this.handled = true;
     const op = d.u8();
     const w = insn.o32 ? 32 : 16;
     const fin = () => { insn.next = (insn.eip + (d.pos - insn.start)) | 0; };
@@ -1083,6 +1091,13 @@ class BlockBuilder {
       return true;
     }
     switch (op) {
+      case 0x18: case 0x19: case 0x1a: case 0x1b: case 0x1c: case 0x1d: case 0x1e: case 0x1f: {
+        // Hint NOPs (NOP r/m, PREFETCHh, ENDBR32): only their length matters.
+        const modrm = d.u8();
+        if (modrm < 0xc0) this.modrmMemory(insn, modrm);
+        fin();
+        return true;
+      }
       case 0xc8: case 0xc9: case 0xca: case 0xcb: case 0xcc: case 0xcd: case 0xce: case 0xcf: {
         if (!insn.o32) break;
         fin();
