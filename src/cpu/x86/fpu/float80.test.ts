@@ -5,7 +5,7 @@ import { DE, Float80Unit, IE, OE, PE, UE, ZE } from './float80.js';
 /**
  * The arithmetic against an exact reference: operands as BigInt significand × 2^exponent, the exact result as a
  * rational, rounded here the slow and obvious way (every rounding mode and precision, denormals by clamping
- * the exponent: the x87 rounds a tiny result at the same significand position, detecting tininess before
+ * the exponent: the x87 rounds a tiny result at the same significand position; tininess is detected after
  * rounding).
  */
 
@@ -26,6 +26,23 @@ function bitLength(n: bigint): number {
   return n === 0n ? 0 : n.toString(2).length;
 }
 
+let lastInexact = false, lastUp = false;
+
+/** num/den × 2^e in units of 2^t, rounded to an integer as rc says. */
+function roundQuotient(neg: boolean, num: bigint, den: bigint, e: number, t: number, rc: number): bigint {
+  const s = e - t;
+  let numS = num, denS = den;
+  if (s >= 0) numS <<= BigInt(s); else denS <<= BigInt(-s);
+  const q = numS / denS;
+  const r2 = (numS - q * denS) * 2n;
+  lastInexact = r2 !== 0n;
+  if (rc === 0) lastUp = r2 > denS || (r2 === denS && (q & 1n) === 1n);
+  else if (rc === 1) lastUp = lastInexact && neg;
+  else if (rc === 2) lastUp = lastInexact && !neg;
+  else lastUp = false;
+  return lastUp ? q + 1n : q;
+}
+
 /** Rounds the positive rational num/den × 2^e to p bits with the x87's extended exponent range. */
 function reference(neg: boolean, num: bigint, den: bigint, e: number, p: number, rc: number): { v: Value; flags: number; up: boolean } {
   // k = floor(log2(num/den × 2^e))
@@ -36,21 +53,12 @@ function reference(neg: boolean, num: bigint, den: bigint, e: number, p: number,
     return s >= 0 ? (num << BigInt(s)) >= den : num >= (den << BigInt(-s));
   };
   if (!ge(k)) k--;
-  const tiny = k < EMIN;
+  // Tiny after rounding: the value rounded to p bits with an unbounded exponent is below 2^EMIN.
+  const unbounded = roundQuotient(neg, num, den, e, k - (p - 1), rc);
+  const tiny = k < EMIN && !(k === EMIN - 1 && unbounded === 1n << BigInt(p));
   let t = Math.max(k, EMIN) - (p - 1);
-  // q = floor(value / 2^t), and the remainder against half an ulp
-  const s = e - t;
-  let numS = num, denS = den;
-  if (s >= 0) numS <<= BigInt(s); else denS <<= BigInt(-s);
-  let q = numS / denS;
-  const r2 = (numS - q * denS) * 2n;
-  const inexact = r2 !== 0n;
-  let up: boolean;
-  if (rc === 0) up = r2 > denS || (r2 === denS && (q & 1n) === 1n);
-  else if (rc === 1) up = inexact && neg;
-  else if (rc === 2) up = inexact && !neg;
-  else up = false;
-  if (up) q++;
+  let q = roundQuotient(neg, num, den, e, t, rc);
+  const inexact = lastInexact, up = lastUp;
   if (q === 1n << BigInt(p)) { q >>= 1n; t++; }
   let flags = inexact ? PE : 0;
   if (tiny && inexact) flags |= UE;

@@ -72,19 +72,20 @@ export class Float80Unit {
   /** The biased exponent `round` leaves. */
   private exponent = 0;
 
-  private result(se: number, hi: number, lo: number): void {
+  result(se: number, hi: number, lo: number): void {
     this.se = se;
     this.hi = hi;
     this.lo = lo;
   }
 
-  private invalid(): void {
+  /** IE and the real indefinite. */
+  invalid(): void {
     this.flags |= IE;
     this.result(INDEFINITE_SE, INDEFINITE_HI, 0);
   }
 
   /** Stores a NaN operand quieted as the result, raising IE for a signaling one. */
-  private quietNaN(se: number, hi: number, lo: number): void {
+  quietNaN(se: number, hi: number, lo: number): void {
     if ((hi & 0x40000000) === 0) this.flags |= IE;
     this.result(se, (hi | 0x40000000) >>> 0, lo);
   }
@@ -94,7 +95,7 @@ export class Float80Unit {
    * indefinite; an SNaN with a QNaN → the QNaN; two of a kind → the larger significand (the positive one on a
    * tie); one NaN → it; the result quieted, IE for any SNaN.
    */
-  private nanResult(ka: Kind, ase: number, ahi: number, alo: number, kb: Kind, bse: number, bhi: number, blo: number): void {
+  nanResult(ka: Kind, ase: number, ahi: number, alo: number, kb: Kind, bse: number, bhi: number, blo: number): void {
     if (ka === Kind.Unsupported || kb === Kind.Unsupported) return this.invalid();
     const aNaN = ka === Kind.QNaN || ka === Kind.SNaN, bNaN = kb === Kind.QNaN || kb === Kind.SNaN;
     if (ka === Kind.SNaN || kb === Kind.SNaN) this.flags |= IE;
@@ -111,7 +112,7 @@ export class Float80Unit {
   }
 
   /** Raises DE for a denormal operand; false when DE is unmasked (the instruction then does nothing else). */
-  private denormalOperand(): boolean {
+  denormalOperand(): boolean {
     this.flags |= DE;
     return (this.control & DE) !== 0;
   }
@@ -227,8 +228,8 @@ export class Float80Unit {
       this.exponent = 0; // exact zero (the significand is normalized otherwise)
       return;
     }
-    if (e <= 0) {
-      // Tiny: the x87 detects tininess before rounding.
+    // Tiny: below the smallest normal after rounding to p bits with an unbounded exponent (SDM 4.9.1.5).
+    if (e < 0 || (e === 0 && !this.roundsToNormal(negative, p))) {
       if (adjust !== 0 && (this.control & UE) === 0) {
         this.flags |= UE;
         e += adjust;
@@ -248,6 +249,14 @@ export class Float80Unit {
     }
     if (this.inexact) this.flags |= PE;
     this.exponent = e;
+  }
+
+  /** Whether rounding the working significand to p bits carries out (into the next binade); changes nothing. */
+  private roundsToNormal(negative: boolean, p: number): boolean {
+    const w2 = this.w2, w1 = this.w1, w0 = this.w0;
+    const carry = this.roundSignificand(negative, p);
+    this.w2 = w2; this.w1 = w1; this.w0 = w0;
+    return carry;
   }
 
   private overflow(negative: boolean, e: number, p: number, emax: number, adjust: number): void {
@@ -494,6 +503,29 @@ export class Float80Unit {
     this.roundToRegister(false, e / 2 + BIAS);
   }
 
+  /**
+   * Rounds m × 2^e (m > 0, a BigInt of any length; `exact` false when m is an approximation, whose lost bits
+   * then count as nonzero) to 64 bits into se/hi/lo: the transcendental instructions ignore precision control.
+   */
+  roundApproximation(negative: boolean, m: bigint, e: number, exact: boolean): void {
+    const length = m.toString(2).length;
+    let top: bigint;
+    let sticky = !exact;
+    if (length > 96) {
+      top = m >> BigInt(length - 96);
+      if (!sticky) sticky = (top << BigInt(length - 96)) !== m;
+    } else {
+      top = m << BigInt(96 - length);
+    }
+    this.w2 = Number(top >> 64n);
+    this.w1 = Number((top >> 32n) & 0xffffffffn);
+    this.w0 = (Number(top & 0xffffffffn) | (sticky ? 1 : 0)) >>> 0;
+    const saved = this.control;
+    this.control |= 0x300;
+    this.roundToRegister(negative, e + length - 1 + BIAS);
+    this.control = saved;
+  }
+
   /** FRNDINT: rounds to an integer as the rounding control says (no precision control). */
   roundToInteger(se: number, hi: number, lo: number): void {
     const k = classify(se, hi, lo);
@@ -533,8 +565,7 @@ export class Float80Unit {
     const k = classify(se, hi, lo);
     this.roundedUp = false;
     if (k === Kind.Zero) { this.hi = this.lo = 0; return true; }
-    if (k >= Kind.Infinity) return this.integerIndefinite(bits);
-    if (k === Kind.Denormal && !this.denormalOperand()) return false;
+    if (k >= Kind.Infinity) return this.integerIndefinite(bits); // and no DE for FIST (SDM: #IA, #P only)
     const negative = (se & 0x8000) !== 0;
     if (!this.integerPart(se, hi, lo)) {
       // 2^63 and above: only -2^63 fits, in 64 bits.
@@ -633,8 +664,7 @@ export class Float80Unit {
         this.result(0x8000 | max, INDEFINITE_HI, 0);
         return (this.control & IE) !== 0;
     }
-    if (k === Kind.Denormal) this.flags |= DE;
-    const e = this.unpack(se, hi, lo) - BIAS + bias;
+    const e = this.unpack(se, hi, lo) - BIAS + bias; // FST raises no DE (SDM: #IA, #U, #O, #P only)
     this.round(sign !== 0, e, p, emax, 0);
     this.result(sign | this.exponent, this.w2, this.w1);
     return (this.flags & ~this.control & (OE | UE)) === 0;
@@ -688,9 +718,14 @@ export class Float80Unit {
 
   // --- exponent and remainder
 
-  /** FSCALE: a times 2^trunc(b). */
+  /** FSCALE: a times 2^trunc(b). A NaN scale is the result (quieted) even when a is a NaN with a larger significand. */
   scale(ase: number, ahi: number, alo: number, bse: number, bhi: number, blo: number): void {
     const ka = classify(ase, ahi, alo), kb = classify(bse, bhi, blo);
+    if (kb === Kind.QNaN || kb === Kind.SNaN) {
+      if (ka === Kind.Unsupported) return this.invalid();
+      if (ka === Kind.SNaN) this.flags |= IE;
+      return this.quietNaN(bse, bhi, blo);
+    }
     if (ka >= Kind.QNaN || kb >= Kind.QNaN) return this.nanResult(ka, ase, ahi, alo, kb, bse, bhi, blo);
     const bNeg = (bse & 0x8000) !== 0;
     if (kb === Kind.Infinity) {
@@ -709,7 +744,7 @@ export class Float80Unit {
       if (bNeg) n = -n;
     }
     const e = this.unpack(ase, ahi, alo) + n;
-    this.roundToRegister((ase & 0x8000) !== 0, e);
+    this.roundToRegisterExtended((ase & 0x8000) !== 0, e);
   }
 
   /**
@@ -802,7 +837,7 @@ export class Float80Unit {
       this.result(negative ? 0x8000 : 0, 0, 0);
     } else {
       const e = shiftedExponent - this.normalize();
-      this.roundToRegisterExact(resultNegative, e);
+      this.roundToRegisterExtended(resultNegative, e);
     }
     if (partial) return 0x400;
     return (q & 4 ? 0x100 : 0) | (q & 2 ? 0x4000 : 0) | (q & 1 ? 0x200 : 0);
@@ -813,16 +848,16 @@ export class Float80Unit {
     // a has exponent eb - 1: align a to b's scale (a/2) and compute b - a exactly, then normalize.
     const ah = this.w2, al = this.w1;
     this.load(dh, dl);
-    let w0 = 0, lo = dl - ((al >>> 1) | ((ah & 1) << 31)) , hi = dh - (ah >>> 1);
+    let w0 = 0, lo = dl - (((al >>> 1) | ((ah & 1) << 31)) >>> 0), hi = dh - (ah >>> 1);
     if ((al & 1) !== 0) { w0 = 0x80000000; lo -= 1; }
     if (lo < 0) { lo += TWO32; hi -= 1; }
     this.w2 = hi; this.w1 = lo; this.w0 = w0;
     const e = eb - this.normalize();
-    this.roundToRegisterExact(!negative, e);
+    this.roundToRegisterExtended(!negative, e);
   }
 
-  /** An exact result (a remainder): only denormalization can apply, never rounding at the precision control. */
-  private roundToRegisterExact(negative: boolean, e: number): void {
+  /** A result precision control does not apply to (FSCALE, remainders): rounded to 64 bits, denormalized if tiny. */
+  private roundToRegisterExtended(negative: boolean, e: number): void {
     const saved = this.control;
     this.control |= 0x300;
     this.roundToRegister(negative, e);
