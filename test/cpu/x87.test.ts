@@ -223,3 +223,85 @@ test('x87 memory formats: FST/FIST/FBSTP from 80-bit values, FLD/FILD/FBLD of ed
   });
   compare('x87 memory formats', p);
 });
+
+/** An 80-bit value printed by `dump` ("lo hi sw:se") as a number line position: ulps apart = difference. */
+function parseResult(line: string): { ordinal: bigint; status: number; se: number } {
+  const [lo, hi, last] = line.split(' ').map((w) => parseInt(w, 16));
+  const se = last! & 0xffff;
+  const magnitude = (BigInt(se & 0x7fff) << 64n) | (BigInt(hi!) << 32n) | BigInt(lo!);
+  return { ordinal: se & 0x8000 ? -magnitude : magnitude, status: last! >>> 16, se };
+}
+
+/**
+ * Runs approximate cases: each result within `ulps` of the oracle's (and of the same class: a NaN, an
+ * infinity or a zero must match exactly), the status bits under `statusMask` equal.
+ */
+function compareApproximate(name: string, program: Program, ulps: (caseName: string) => bigint, statusMask: number): void {
+  const { elf, flat } = buildProgram(program.source());
+  const expected = runNative(elf).split('\n');
+  for (const [engine, jit] of [['interpreter', false], ['compiled blocks', 1]] as const) {
+    const got = runEmulated(flat, jit);
+    assert.ok(got.exited, `${name} (${engine}): the program did not reach exit`);
+    const actual = got.output.split('\n');
+    const failures: string[] = [];
+    for (let i = 0; i < expected.length - 1; i++) {
+      const want = parseResult(expected[i]!), have = parseResult(actual[i] ?? '0 0 0');
+      const special = (want.se & 0x7fff) === 0x7fff || (have.se & 0x7fff) === 0x7fff;
+      const distance = want.ordinal > have.ordinal ? want.ordinal - have.ordinal : have.ordinal - want.ordinal;
+      const allowed = special ? 0n : ulps(program.names[i]!);
+      if (distance > allowed || (want.status & statusMask) !== (have.status & statusMask)) {
+        failures.push(`${program.names[i]}: oracle ${expected[i]}, tsvm ${actual[i]} (${distance} ulps)`);
+      }
+    }
+    if (failures.length) assert.fail(`${name} (${engine}): ${failures.length} cases differ:\n${failures.slice(0, 30).join('\n')}`);
+  }
+}
+
+test('x87 transcendentals: F2XM1, FYL2X, FYL2XP1, FPATAN within 1 ulp of the oracle, flags equal', { skip }, () => {
+  const p = new Program();
+  const v = (x: number): F80 => {
+    // A double as an 80-bit value (exact).
+    const f = new DataView(new ArrayBuffer(8));
+    f.setFloat64(0, x, true);
+    const bits = f.getBigUint64(0, true);
+    if (x === 0) return [Object.is(x, -0) ? 0x8000 : 0, 0, 0];
+    const exp = Number((bits >> 52n) & 0x7ffn), frac = bits & 0xfffffffffffffn;
+    const sig = ((1n << 52n) | frac) << 11n;
+    return [(x < 0 ? 0x8000 : 0) | (exp - 1023 + 16383), Number(sig >> 32n), Number(sig & 0xffffffffn)];
+  };
+  const named: Record<string, F80> = { ...VALUES };
+  for (const x of ['0.5', '-0.5', '0.25', '-0.3', '1e-5', '-2.5e-10', '0.999', '-0.9', '0.1', '-0.2', '1e-20', '1.0000001', '10', '1e40', '0.7', '-0.29']) named[x] = v(Number(x));
+  const f2xm1Args = ['+0', '-0', '+1', '0.5', '-0.5', '0.25', '-0.3', '1e-5', '-2.5e-10', '0.999', '-0.9', '0.1', '1e-20', '+den', '-den', 'tiny', '+qnan', '-snan', 'y', '0.7', '-0.29'];
+  const logX = ['0.5', '3', 'pi', '+1', '2^-1000', 'big', '1.0000001', '+den', '10', '+max', 'y', '+inf', '+0', '-1.5', '+qnan', '-snan'];
+  const logY = ['+1', '-1.5', '3', '0.1', '1e40', '+0', '-inf', 'tiny', '-qnan', '+snan'];
+  const xp1X = ['0.1', '-0.2', '1e-5', '-2.5e-10', '0.25', '-0.29', '1e-20', '+den', '+0', '-0', 'tiny'];
+  const atan = ['+1', '-1.5', '3', '-0.5', 'tiny', 'big', '+0', '-0', '+inf', '-inf', '1e-20', '+den', '+qnan', '-snan', '1e40'];
+  named['2^-1000'] = v(2 ** -1000);
+  for (const control of [0x37f, 0x77f, 0xb7f, 0xf7f]) {
+    for (const a of f2xm1Args) p.add(`f2xm1 ${a} cw=${hex(control)}`, control, `  fldt ${p.operand(named[a]!)}\n  f2xm1`);
+    for (const x of logX) for (const y of logY) p.add(`fyl2x ${y} ${x} cw=${hex(control)}`, control, `  fldt ${p.operand(named[y]!)}\n  fldt ${p.operand(named[x]!)}\n  fyl2x`);
+    for (const x of xp1X) for (const y of logY) p.add(`fyl2xp1 ${y} ${x} cw=${hex(control)}`, control, `  fldt ${p.operand(named[y]!)}\n  fldt ${p.operand(named[x]!)}\n  fyl2xp1`);
+    for (const x of atan) for (const y of atan) p.add(`fpatan ${y} ${x} cw=${hex(control)}`, control, `  fldt ${p.operand(named[y]!)}\n  fldt ${p.operand(named[x]!)}\n  fpatan`);
+  }
+  compareApproximate('x87 transcendentals', p, () => 1n, STATUS_MASK);
+});
+
+test('x87 FSIN, FCOS, FSINCOS, FPTAN: close to the oracle (QEMU computes them in double precision); |x| >= 2^63 leaves x and sets C2', { skip }, () => {
+  const p = new Program();
+  const args: Record<string, F80> = {
+    ...VALUES,
+    '0.5': [0x3ffe, 0x80000000, 0], '-1.25': [0xbfff, 0xa0000000, 0], '2^-40': [0x3fd7, 0x80000000, 0],
+    '100': [0x4005, 0xc8000000, 0], '-2^70': [0xc045, 0x80000000, 0],
+  };
+  // Finite operands only: QEMU's double-based versions lose NaN payloads and IE, and take infinities
+  // (invalid operands, SDM) and 2^63 (out of range, SDM) as out of range and in range respectively.
+  const names = ['+0', '-0', '+1', '-1.5', '3', '0.5', '-1.25', '2^-40', '100', 'y'];
+  for (const a of names) {
+    for (const op of ['fsin', 'fcos', 'fptan']) p.add(`${op} ${a}`, 0x37f, `  fldt ${p.operand(args[a]!)}\n  ${op}${op === 'fptan' ? '\n  fstp %st(0)' : ''}`);
+    p.add(`fsincos/sin ${a}`, 0x37f, `  fldt ${p.operand(args[a]!)}\n  fsincos\n  fstp %st(0)`);
+    p.add(`fsincos/cos ${a}`, 0x37f, `  fldt ${p.operand(args[a]!)}\n  fsincos`);
+  }
+  for (const op of ['fsin', 'fcos', 'fptan', 'fsincos']) p.add(`${op} out of range`, 0x37f, `  fldt ${p.operand(args['-2^70']!)}\n  ${op}`);
+  // The double-precision oracle is good to about 2^-52 relative: 2^12 ulps of the 64-bit significand.
+  compareApproximate('x87 trigonometry', p, () => 1n << 12n, STATUS_MASK & ~0x20);
+});

@@ -182,6 +182,20 @@ export class Transcendentals {
     this.unit.roundApproximation(x.m < 0n, x.m < 0n ? -x.m : x.m, x.e, exact);
   }
 
+  /**
+   * NaN operands of FPATAN, FYL2X, FYL2XP1 (x = ST(0), y = ST(1)): an SNaN in ST(0), then in ST(1), wins (quieted,
+   * IE); then an unsupported operand (indefinite); then a QNaN in ST(0), then in ST(1). Unlike the arithmetic,
+   * no comparison of significands (as QEMU, whose x87 transcendentals follow the hardware, does it).
+   */
+  private nanResult(kx: Kind, xse: number, xhi: number, xlo: number, ky: Kind, yse: number, yhi: number, ylo: number): void {
+    const u = this.unit;
+    if (kx === Kind.SNaN) return u.quietNaN(xse, xhi, xlo);
+    if (ky === Kind.SNaN) return u.quietNaN(yse, yhi, ylo);
+    if (kx === Kind.Unsupported || ky === Kind.Unsupported) return u.invalid();
+    if (kx === Kind.QNaN) return u.result(xse, xhi, xlo);
+    u.result(yse, yhi, ylo);
+  }
+
   /** A finite |x| >= 2^63: FSIN, FCOS, FSINCOS, FPTAN leave it and set C2. */
   outOfRange(se: number, hi: number, lo: number): boolean {
     const k = classify(se, hi, lo);
@@ -257,7 +271,7 @@ export class Transcendentals {
   arctangent(yse: number, yhi: number, ylo: number, xse: number, xhi: number, xlo: number): void {
     const u = this.unit;
     const ky = classify(yse, yhi, ylo), kx = classify(xse, xhi, xlo);
-    if (ky >= Kind.QNaN || kx >= Kind.QNaN) return u.nanResult(ky, yse, yhi, ylo, kx, xse, xhi, xlo);
+    if (ky >= Kind.QNaN || kx >= Kind.QNaN) return this.nanResult(kx, xse, xhi, xlo, ky, yse, yhi, ylo);
     if ((ky === Kind.Denormal || kx === Kind.Denormal) && !u.denormalOperand()) return;
     const yNeg = (yse & 0x8000) !== 0, xNeg = (xse & 0x8000) !== 0;
     const signed = (v: Big) => (yNeg ? neg(v) : v);
@@ -314,7 +328,7 @@ export class Transcendentals {
   private yLog(yse: number, yhi: number, ylo: number, xse: number, xhi: number, xlo: number, plusOne: boolean): void {
     const u = this.unit;
     const ky = classify(yse, yhi, ylo), kx = classify(xse, xhi, xlo);
-    if (ky >= Kind.QNaN || kx >= Kind.QNaN) return u.nanResult(ky, yse, yhi, ylo, kx, xse, xhi, xlo);
+    if (ky >= Kind.QNaN || kx >= Kind.QNaN) return this.nanResult(kx, xse, xhi, xlo, ky, yse, yhi, ylo);
     const xNeg = (xse & 0x8000) !== 0 && kx !== Kind.Zero, yNeg = (yse & 0x8000) !== 0;
     const infinity = (negative: boolean) => u.result((negative ? 0x8000 : 0) | 0x7fff, 0x80000000, 0);
     const zero = (negative: boolean) => u.result(negative ? 0x8000 : 0, 0, 0);
