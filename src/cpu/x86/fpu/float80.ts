@@ -39,6 +39,12 @@ export function classify(se: number, hi: number, lo: number): Kind {
   return hi & 0x40000000 ? Kind.QNaN : Kind.SNaN;
 }
 
+/** Bit j (0 the top one) of the 64-bit significand hi:lo; 0 beyond it. */
+function significandBit(hi: number, lo: number, j: number): number {
+  if (j >= 64) return 0;
+  return j < 32 ? (hi >>> (31 - j)) & 1 : (lo >>> (63 - j)) & 1;
+}
+
 /** The precision control field (control word bits 8-9) as significand bits; the reserved value 1 acts as 64. */
 function precisionBits(control: number): number {
   const pc = (control >> 8) & 3;
@@ -432,30 +438,41 @@ export class Float80Unit {
     const eb = this.unpack(bse, bhi, blo);
     const dh = this.w2, dl = this.w1;
     let e = this.unpack(ase, ahi, alo) - eb + BIAS;
-    // Restoring division, one quotient bit a step: 64 bits, a guard bit, then the remainder as sticky.
+    // Long division in 16-bit digits: A / D in [1/2, 2) is made [1, 2) (integer digit 1), then four digits
+    // estimated in double precision (off by at most one, corrected) give 64 fraction bits: the 63 below the
+    // integer bit and a guard bit; the remainder is the sticky bit.
     let rh = this.w2, rl = this.w1;
     if (rh < dh || (rh === dh && rl < dl)) {
       rl *= 2; rh *= 2;
       if (rl >= TWO32) { rl -= TWO32; rh += 1; }
       e--;
     }
-    let qh = 0, ql = 0;
-    for (let i = 0; i < 65; i++) {
-      qh = qh * 2 + (ql >= 0x80000000 ? 1 : 0);
-      ql = (ql * 2) % TWO32;
-      if (rh > dh || (rh === dh && rl >= dl)) {
-        rl -= dl; rh -= dh;
-        if (rl < 0) { rl += TWO32; rh -= 1; }
-        ql += 1;
+    rl -= dl; rh -= dh;
+    if (rl < 0) { rl += TWO32; rh -= 1; }
+    const divisor = dh * TWO32 + dl;
+    let d1 = 0, d2 = 0, d3 = 0, d4 = 0;
+    for (let i = 1; i <= 4; i++) {
+      const low = rl % 65536;
+      rh = rh * 65536 + (rl - low) / 65536;
+      rl = low * 65536;
+      let q = Math.floor((rh * TWO32 + rl) / divisor);
+      if (q > 65535) q = 65535;
+      rl -= q * dl; rh -= q * dh;
+      const borrow = Math.floor(rl / TWO32);
+      rl -= borrow * TWO32; rh += borrow;
+      while (rh < 0) {
+        rl += dl; rh += dh; q--;
+        if (rl >= TWO32) { rl -= TWO32; rh += 1; }
       }
-      rl *= 2; rh *= 2;
-      if (rl >= TWO32) { rl -= TWO32; rh += 1; }
+      while (rh > dh || (rh === dh && rl >= dl)) {
+        rl -= dl; rh -= dh; q++;
+        if (rl < 0) { rl += TWO32; rh -= 1; }
+      }
+      if (i === 1) d1 = q; else if (i === 2) d2 = q; else if (i === 3) d3 = q; else d4 = q;
     }
-    // q holds 65 bits: the significand and a guard bit.
-    const guard = ql % 2;
-    this.w0 = (guard !== 0 ? 0x80000000 : 0) + (rh !== 0 || rl !== 0 ? 1 : 0);
-    this.w1 = ((ql - guard) / 2 + (qh % 2) * 0x80000000) >>> 0;
-    this.w2 = Math.floor(qh / 2) >>> 0;
+    this.w2 = 0x80000000 + d1 * 32768 + (d2 >>> 1);
+    this.w1 = (d2 & 1) * 0x80000000 + d3 * 32768 + (d4 >>> 1);
+    this.w0 = ((d4 & 1) !== 0 ? 0x80000000 : 0) + (rh !== 0 || rl !== 0 ? 1 : 0);
     this.roundToRegister(sign !== 0, e);
   }
 
@@ -473,16 +490,17 @@ export class Float80Unit {
     const odd = (e & 1) !== 0;
     if (odd) e -= 1;
     const mh = this.w2, ml = this.w1;
-    // Bit i (from the top, 0-based) of the 132-bit radicand: [0 or top bit][64 significand bits][67 zeros].
-    const radicandBit = (i: number): number => {
-      const j = odd ? i : i - 1; // index into the 64 significand bits
-      if (j < 0 || j >= 64) return 0;
-      return j < 32 ? (mh >>> (31 - j)) & 1 : (ml >>> (63 - j)) & 1;
-    };
-    let rh = 0, rl = 0, qh = 0, ql = 0;
-    for (let i = 0; i < 66; i++) {
+    // The radicand is 132 bits: [0 if the exponent is even][64 significand bits][zeros]. Its top 52 bits are
+    // exact in a double, and so is their integer root (26 bits): that replaces the first 26 steps of the
+    // digit-by-digit root, which then brings down two radicand bits a step.
+    const top = odd ? mh * 1048576 + (ml >>> 12) : mh * 524288 + (ml >>> 13);
+    let ql = Math.floor(Math.sqrt(top));
+    if (ql * ql > top) ql--;
+    let rh = 0, rl = top - ql * ql, qh = 0;
+    for (let i = 26; i < 66; i++) {
       // remainder = remainder * 4 + next two radicand bits; trial = root * 4 + 1
-      rl = rl * 4 + radicandBit(2 * i) * 2 + radicandBit(2 * i + 1);
+      const j = odd ? 2 * i : 2 * i - 1; // the first of the two bits, as an index into the significand
+      rl = rl * 4 + significandBit(mh, ml, j) * 2 + significandBit(mh, ml, j + 1);
       rh *= 4;
       if (rl >= TWO32) { const c = Math.floor(rl / TWO32); rl -= c * TWO32; rh += c; }
       let tl = ql * 4 + 1, th = qh * 4;

@@ -30,6 +30,8 @@ const CONDITION = C0 | C1 | C2 | C3;
 const EFLAGS_CF = 1, EFLAGS_PF = 4, EFLAGS_ZF = 0x40;
 /** Condition codes of a comparison by relation (less, equal, greater, unordered). */
 const COMPARE_CC = [C0, C3, 0, C3 | C2 | C0];
+/** FCMOVB, FCMOVE, FCMOVBE, FCMOVU as Jcc condition numbers (DB's FCMOVNcc are each + 1). */
+const FCMOV_CONDITIONS = [2, 4, 6, 10];
 const COMPARE_EFLAGS = [EFLAGS_CF, EFLAGS_ZF, 0, EFLAGS_ZF | EFLAGS_PF | EFLAGS_CF];
 
 /**
@@ -233,14 +235,15 @@ export class X87 {
         this.loadOperand(op, lin);
         const u = this.unit;
         const bse = u.se, bhi = u.hi, blo = u.lo;
+        if ((u.flags & ~this.control & DE) !== 0) { this.commit(); return; } // an unmasked denormal operand
         // A signaling NaN operand read from memory is quieted by the conversion, but still raises IE here.
         const sourceInvalid = (u.flags & IE) !== 0 && classify(bse, bhi, blo) === Kind.QNaN;
         if (sourceInvalid) {
           u.flags &= ~IE;
           // The original SNaN takes part so the NaN rules (and IE) apply.
-          return this.binary(reg, 0, bse, (bhi & ~0x40000000) >>> 0, blo, false, false);
+          return this.binary(reg, 0, bse, (bhi & ~0x40000000) >>> 0, blo, false);
         }
-        return this.binary(reg, 0, bse, bhi, blo, false, false);
+        return this.binary(reg, 0, bse, bhi, blo, false);
       }
       case 0xd9:
         switch (reg) {
@@ -305,9 +308,9 @@ export class X87 {
 
   /**
    * A binary operation by the D8 group's reg field (add, mul, com, comp, sub, subr, div, divr) between ST(0)
-   * and (se, hi, lo) or ST(i): `reversedOperands` for the DC/DE register forms, which compute ST(i) op ST(0).
+   * and (se, hi, lo), the result into ST(dest).
    */
-  private binary(reg: number, dest: number, bse: number, bhi: number, blo: number, reversedOperands: boolean, popAfter: boolean): void {
+  private binary(reg: number, dest: number, bse: number, bhi: number, blo: number, popAfter: boolean): void {
     if (this.isEmpty(0)) {
       if (reg === 2 || reg === 3) {
         this.stackFault(0);
@@ -327,15 +330,15 @@ export class X87 {
       }
       return;
     }
-    // x op y: x = ST(0) and y the operand, or the other way round for ST(i) destinations.
-    const [xse, xhi, xlo, yse, yhi, ylo] = reversedOperands ? [bse, bhi, blo, se, hi, lo] : [se, hi, lo, bse, bhi, blo];
-    switch (reversedOperands && reg >= 4 ? reg ^ 1 : reg) {
-      case 0: u.add(xse, xhi, xlo, yse, yhi, ylo); break;
-      case 1: u.mul(xse, xhi, xlo, yse, yhi, ylo); break;
-      case 4: u.sub(xse, xhi, xlo, yse, yhi, ylo); break;
-      case 5: u.sub(yse, yhi, ylo, xse, xhi, xlo); break;
-      case 6: u.div(xse, xhi, xlo, yse, yhi, ylo); break;
-      default: u.div(yse, yhi, ylo, xse, xhi, xlo); break;
+    // ST(0) op operand. The DC/DE register forms put the result in ST(i), and their reg fields for sub/subr
+    // and div/divr are swapped, so that they too compute ST(0) - ST(i) for reg 4 and so on.
+    switch (reg) {
+      case 0: u.add(se, hi, lo, bse, bhi, blo); break;
+      case 1: u.mul(se, hi, lo, bse, bhi, blo); break;
+      case 4: u.sub(se, hi, lo, bse, bhi, blo); break;
+      case 5: u.sub(bse, bhi, blo, se, hi, lo); break;
+      case 6: u.div(se, hi, lo, bse, bhi, blo); break;
+      default: u.div(bse, bhi, blo, se, hi, lo); break;
     }
     if (this.commit()) {
       this.setResult(dest);
@@ -595,23 +598,22 @@ export class X87 {
 
   private registerForm(op: number, reg: number, i: number, modrm: number): void {
     switch (op) {
-      case 0xd8: return this.binaryRegister(reg, 0, i, false, false);
-      case 0xdc:
-        return this.binaryRegister(reg, i, i, true, false);
+      case 0xd8: return this.binaryRegister(reg, 0, i, false);
+      case 0xdc: return this.binaryRegister(reg, i, i, false);
       case 0xde:
         if (reg === 3) {
           if (modrm === 0xd9) return this.compareRegister(1, false, 2);
           return;
         }
         if (reg === 2) return this.compareRegister(i, false, 1);
-        return this.binaryRegister(reg, i, i, true, true);
+        return this.binaryRegister(reg, i, i, true);
       case 0xd9: return this.d9Register(modrm, i);
       case 0xda:
         if (modrm === 0xe9) return this.compareRegister(1, true, 2);
-        if (reg < 4) return this.conditionalMove(i, [2, 4, 6, 10][reg]!);
+        if (reg < 4) return this.conditionalMove(i, FCMOV_CONDITIONS[reg]!);
         return;
       case 0xdb:
-        if (reg < 4) return this.conditionalMove(i, [3, 5, 7, 11][reg]!);
+        if (reg < 4) return this.conditionalMove(i, FCMOV_CONDITIONS[reg]! + 1);
         if (modrm === 0xe2) { this.status &= ~(0x80ff); return; }
         if (modrm === 0xe3) { this.fninit(); return; }
         if (reg === 5 || reg === 6) return this.compareToEflags(i, reg === 5, false);
@@ -636,13 +638,11 @@ export class X87 {
     }
   }
 
-  private binaryRegister(reg: number, dest: number, i: number, reversed: boolean, popAfter: boolean): void {
+  private binaryRegister(reg: number, dest: number, i: number, popAfter: boolean): void {
     if (reg === 2 || reg === 3) return this.compareRegister(i, false, reg === 3 ? 1 : 0);
-    if (this.isEmpty(i)) {
-      if (this.isEmpty(0) || true) return this.underflow(dest, popAfter);
-    }
+    if (this.isEmpty(i)) return this.underflow(dest, popAfter);
     const r = this.phys(i);
-    this.binary(reg, dest, this.regSe[r]!, this.regHi[r]!, this.regLo[r]!, reversed, popAfter);
+    this.binary(reg, dest, this.regSe[r]!, this.regHi[r]!, this.regLo[r]!, popAfter);
   }
 
   /** FCOM/FUCOM ST(i) with `pops` pops afterwards. */
