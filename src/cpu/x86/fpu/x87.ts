@@ -247,7 +247,7 @@ export class X87 {
       }
       case 0xd9:
         switch (reg) {
-          case 0: return this.load(() => this.unit.fromFloat32(this.cpu.rd32(lin) >>> 0));
+          case 0: this.unit.fromFloat32(this.cpu.rd32(lin) >>> 0); return this.pushConverted();
           case 2: case 3: return this.storeFloat32(lin, reg === 3);
           case 4: return this.loadEnvironment(lin, o32);
           case 5: this.setControl(this.cpu.rd16(lin)); return;
@@ -276,7 +276,7 @@ export class X87 {
         return;
       case 0xdd:
         switch (reg) {
-          case 0: return this.load(() => this.unit.fromFloat64(this.cpu.rd32(lin) >>> 0, this.cpu.rd32((lin + 4) | 0) >>> 0));
+          case 0: this.unit.fromFloat64(this.cpu.rd32(lin) >>> 0, this.cpu.rd32((lin + 4) | 0) >>> 0); return this.pushConverted();
           case 2: case 3: return this.storeFloat64(lin, reg === 3);
           case 4: return this.restore(lin, o32);
           case 6: return this.save(lin, o32);
@@ -350,9 +350,8 @@ export class X87 {
     this.status = (this.status & ~CONDITION) | cc;
   }
 
-  /** FLD from memory: converts (`convert` fills the unit's result), then pushes unless an unmasked IE or DE. */
-  private load(convert: () => void): void {
-    convert();
+  /** FLD m32/m64 after the conversion into the unit's result: pushes it unless an unmasked IE or DE. */
+  private pushConverted(): void {
     if (!this.pushRoom()) return;
     if (this.commit()) this.push(this.unit.se, this.unit.hi, this.unit.lo);
   }
