@@ -399,19 +399,19 @@ export class Float80Unit {
     const b0 = blo & 0xffff, b1 = blo >>> 16, b2 = bhi & 0xffff, b3 = bhi >>> 16;
     // Columns of 16-bit digit products (each < 2^32, at most four per column): exact in doubles.
     let c = a0 * b0;
-    const r0 = c % 65536;
+    const r0 = c & 0xffff;
     c = (c - r0) / 65536 + a0 * b1 + a1 * b0;
-    const r1 = c % 65536;
+    const r1 = c & 0xffff;
     c = (c - r1) / 65536 + a0 * b2 + a1 * b1 + a2 * b0;
-    const r2 = c % 65536;
+    const r2 = c & 0xffff;
     c = (c - r2) / 65536 + a0 * b3 + a1 * b2 + a2 * b1 + a3 * b0;
-    const r3 = c % 65536;
+    const r3 = c & 0xffff;
     c = (c - r3) / 65536 + a1 * b3 + a2 * b2 + a3 * b1;
-    const r4 = c % 65536;
+    const r4 = c & 0xffff;
     c = (c - r4) / 65536 + a2 * b3 + a3 * b2;
-    const r5 = c % 65536;
+    const r5 = c & 0xffff;
     c = (c - r5) / 65536 + a3 * b3;
-    const r6 = c % 65536;
+    const r6 = c & 0xffff;
     const r7 = (c - r6) / 65536;
     this.w2 = r7 * 65536 + r6;
     this.w1 = r5 * 65536 + r4;
@@ -452,7 +452,7 @@ export class Float80Unit {
     const divisor = dh * TWO32 + dl;
     let d1 = 0, d2 = 0, d3 = 0, d4 = 0;
     for (let i = 1; i <= 4; i++) {
-      const low = rl % 65536;
+      const low = rl & 0xffff;
       rh = rh * 65536 + (rl - low) / 65536;
       rl = low * 65536;
       let q = Math.floor((rh * TWO32 + rl) / divisor);
@@ -514,9 +514,9 @@ export class Float80Unit {
       }
     }
     // q has 66 bits: two below the significand.
-    const low2 = ql % 4;
+    const low2 = ql & 3;
     this.w0 = low2 * 0x40000000 + (rh !== 0 || rl !== 0 ? 1 : 0);
-    this.w1 = ((ql - low2) / 4 + (qh % 4) * 0x40000000) >>> 0;
+    this.w1 = ((ql - low2) / 4 + (qh & 3) * 0x40000000) >>> 0;
     this.w2 = Math.floor(qh / 4) >>> 0;
     this.roundToRegister(false, e / 2 + BIAS);
   }
@@ -840,7 +840,7 @@ export class Float80Unit {
     let resultNegative = negative;
     if (nearest && !partial) {
       // Round the quotient to nearest: take b - r when 2r > b, or 2r = b with q odd.
-      const th = rh * 2 + (rl >= 0x80000000 ? 1 : 0), tl = (rl * 2) % TWO32;
+      const th = rh * 2 + (rl >= 0x80000000 ? 1 : 0), tl = rl >= 0x80000000 ? rl * 2 - TWO32 : rl * 2;
       if (th > dh || (th === dh && (tl > dl || (tl === dl && (q & 1) !== 0)))) {
         rl = dl - rl; rh = dh - rh;
         if (rl < 0) { rl += TWO32; rh -= 1; }
