@@ -166,6 +166,24 @@ test('sqrt rounds exactly in every rounding mode and precision', () => {
   }
 });
 
+test('sqrt of exact squares is exact (no PE), odd and even exponents', () => {
+  const unit = new Float80Unit();
+  unit.control = 0x37f;
+  for (const root of [3n, 0xffffffffn, 0xb504f333n, 12345678n, 1n << 31n, 0x80000001n]) {
+    for (const shift of [0n, 1n]) {
+      // root² × 4^shift as an 80-bit value, then its square root
+      const square = (root * root) << (2n * shift);
+      const length = square.toString(2).length;
+      const sig = square << BigInt(64 - length);
+      unit.flags = 0;
+      unit.sqrt(16383 + length - 1, Number(sig >> 32n), Number(sig & 0xffffffffn));
+      const want = root << shift;
+      const wl = want.toString(2).length, wsig = want << BigInt(64 - wl);
+      assert.deepEqual([unit.se, unit.hi, unit.lo, unit.flags], [16383 + wl - 1, Number(wsig >> 32n), Number(wsig & 0xffffffffn), 0], `sqrt(${square})`);
+    }
+  }
+});
+
 test('tiny results become denormals, rounded at the precision control position; UE when inexact', () => {
   const unit = new Float80Unit();
   for (const [p, pc] of PRECISIONS) for (const rc of MODES) {

@@ -39,12 +39,6 @@ export function classify(se: number, hi: number, lo: number): Kind {
   return hi & 0x40000000 ? Kind.QNaN : Kind.SNaN;
 }
 
-/** Bit j (0 the top one) of the 64-bit significand hi:lo; 0 beyond it. */
-function significandBit(hi: number, lo: number, j: number): number {
-  if (j >= 64) return 0;
-  return j < 32 ? (hi >>> (31 - j)) & 1 : (lo >>> (63 - j)) & 1;
-}
-
 /** The precision control field (control word bits 8-9) as significand bits; the reserved value 1 acts as 64. */
 function precisionBits(control: number): number {
   const pc = (control >> 8) & 3;
@@ -492,16 +486,24 @@ export class Float80Unit {
     const mh = this.w2, ml = this.w1;
     // The radicand is 132 bits: [0 if the exponent is even][64 significand bits][zeros]. Its top 52 bits are
     // exact in a double, and so is their integer root (26 bits): that replaces the first 26 steps of the
-    // digit-by-digit root, which then brings down two radicand bits a step.
+    // digit-by-digit root, which then brings down two radicand bits a step (remainder r, root q).
     const top = odd ? mh * 1048576 + (ml >>> 12) : mh * 524288 + (ml >>> 13);
-    let ql = Math.floor(Math.sqrt(top));
-    if (ql * ql > top) ql--;
-    let rh = 0, rl = top - ql * ql, qh = 0;
-    for (let i = 26; i < 66; i++) {
-      // remainder = remainder * 4 + next two radicand bits; trial = root * 4 + 1
-      const j = odd ? 2 * i : 2 * i - 1; // the first of the two bits, as an index into the significand
-      rl = rl * 4 + significandBit(mh, ml, j) * 2 + significandBit(mh, ml, j + 1);
-      rh *= 4;
+    let q = Math.floor(Math.sqrt(top));
+    if (q * q > top) q--;
+    let r = top - q * q;
+    // The radicand's remaining significand bits (12 or 13), as a 14-bit field; zeros follow.
+    const tail = odd ? (ml & 0xfff) << 2 : (ml & 0x1fff) << 1;
+    // Steps 26 to 50: remainder <= 2 × root, and the trial 4 × root + 1, stay below 2^53: one double each.
+    for (let k = 0; k < 25; k++) {
+      r = r * 4 + (k < 7 ? (tail >>> (12 - 2 * k)) & 3 : 0);
+      const trial = q * 4 + 1;
+      q *= 2;
+      if (r >= trial) { r -= trial; q += 1; }
+    }
+    // Steps 51 to 65 (the radicand bits are zeros now) in two words.
+    let rh = Math.floor(r / TWO32), rl = r - rh * TWO32, qh = Math.floor(q / TWO32), ql = q - qh * TWO32;
+    for (let i = 51; i < 66; i++) {
+      rl *= 4; rh *= 4;
       if (rl >= TWO32) { const c = Math.floor(rl / TWO32); rl -= c * TWO32; rh += c; }
       let tl = ql * 4 + 1, th = qh * 4;
       if (tl >= TWO32) { const c = Math.floor(tl / TWO32); tl -= c * TWO32; th += c; }
