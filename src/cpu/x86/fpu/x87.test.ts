@@ -156,3 +156,42 @@ test('state: saved as plain data and restored bit for bit; old versions refused'
   assert.throws(() => other.fpu.restoreState({ version: 1, fields: {} }), /unsupported state version/);
   assert.throws(() => other.fpu.restoreState({ ...saved, fields: { ...saved.fields, registers: ['zz'] } }), /bad register state/);
 });
+
+test('FLDENV reads back what FNSTENV wrote, in all four layouts (16/32-bit, protected/real mode)', () => {
+  for (const realMode of [false, true]) for (const o32 of [false, true]) {
+    const { run, host } = setup();
+    host.fpuRealMode = realMode;
+    host.fpuCs = realMode ? 0x1234 : 0x23;
+    host.fpuIp = 0x5678;
+    host.fpuDs = realMode ? 0x2000 : 0x2b;
+    host.fpuDataOffset = 0x0abc;
+    run(FLDPI);
+    run([0xdd, 0x00], 0x900); // FLD m64 (a memory operand: FDP/FDS recorded)
+    host.mem.setUint16(0x600, 0x0b7a, true);
+    run([0xd9, 0x28], 0x600); // FLDCW: round up, some exceptions unmasked
+    run([0xd9, 0x30], 0x100, o32); // FNSTENV
+    const size = o32 ? 28 : 14;
+    const first = new Uint8Array(host.mem.buffer.slice(0x100, 0x100 + size));
+    run([0xdb, 0xe3]); // FNINIT
+    run([0xd9, 0x20], 0x100, o32); // FLDENV
+    run([0xd9, 0x30], 0x200, o32);
+    assert.deepEqual(new Uint8Array(host.mem.buffer.slice(0x200, 0x200 + size)), first, `real ${realMode} o32 ${o32}`);
+  }
+});
+
+test('unmasked underflow: the result keeps its significand with the exponent raised by 24576', () => {
+  const { run, status, host } = setup();
+  host.mem.setUint16(0x600, 0x036f, true); // UE unmasked
+  run([0xd9, 0x28], 0x600);
+  // 2^-16000 × 2^-1000, below the smallest normal 2^-16382
+  for (const [at, se] of [[0x700, 0x3fff - 16000], [0x710, 0x3fff - 1000]] as const) {
+    host.mem.setUint32(at, 0, true);
+    host.mem.setUint32(at + 4, 0xc0000000, true);
+    host.mem.setUint16(at + 8, se, true);
+    run([0xdb, 0x28], at);
+  }
+  run([0xde, 0xc9]); // FMULP: 1.5 × 1.5 × 2^-17000
+  assert.equal(status() & 0x10, 0x10);
+  run([0xdb, 0x38], 0x800);
+  assert.deepEqual([host.mem.getUint32(0x804, true), host.mem.getUint16(0x808, true)], [0x90000000, 0x3fff - 17000 + 1 + 24576]);
+});
