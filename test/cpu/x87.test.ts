@@ -203,11 +203,18 @@ test('x87 memory formats: FST/FIST/FBSTP from 80-bit values, FLD/FILD/FBLD of ed
     ['fsts mem', '  flds mem'], ['fstl mem', '  fldl mem'], ['fists mem', '  filds mem'], ['fistl mem', '  fildl mem'],
     ['fistpll mem\n  fldz', '  fildll mem'], ['fbstp mem\n  fldz', '  fbld mem'],
   ];
+  // Integer range edges as 80-bit values: 32767.5, -32768.5, 2^31 - 0.5, 10^18 - 1/16, 10^18, -2^63 and the next value below.
+  const edges: Record<string, F80> = {
+    '32767.5': [0x400d, 0xffff0000, 0], '-32768.5': [0xc00e, 0x80010000, 0], '2^31-0.5': [0x401d, 0xffffffff, 0],
+    '1e18-1/16': [0x403a, 0xde0b6b3a, 0x763fffff], '1e18': [0x403a, 0xde0b6b3a, 0x76400000], '-2^63': [0xc03e, 0x80000000, 0],
+    '-2^63-1': [0xc03e, 0x80000000, 1],
+  };
+  const value = (n: string) => edges[n] ?? VALUES[n]!;
   for (const control of [0x37f, 0x77f, 0xb7f, 0xf7f]) {
-    for (const a of [...NAMES, 'big']) {
+    for (const a of [...NAMES, ...Object.keys(edges)]) {
       for (const [store, reload] of storeAndReload) {
         // What was stored comes back through the matching (exact) load.
-        p.add(`${store} ${a} cw=${hex(control)}`, control, `  movl $0x5a5a5a5a, mem\n  movl $0x5a5a5a5a, mem+4\n  movl $0x5a5a5a5a, mem+8\n${load(p, a)}\n  ${store}\n${reload}`);
+        p.add(`${store} ${a} cw=${hex(control)}`, control, `  movl $0x5a5a5a5a, mem\n  movl $0x5a5a5a5a, mem+4\n  movl $0x5a5a5a5a, mem+8\n  fldt ${p.operand(value(a))}\n  ${store}\n${reload}`);
       }
     }
   }
