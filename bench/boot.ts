@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { ensureDefaultGuest } from '../src/guest/default-guest.js';
 import { type BootTiming, nodeScriptCommand, timeProcessBoot, timeQemuBoot, timeV86Boot } from './boot-peers.js';
-import { measureMips } from './mips.js';
+import { measureMips, measureX87Mips } from './mips.js';
 
 /**
  * Boot benchmark: the default guest with tsvm.bench=1 (it powers off right after its ready line) on tsvm,
@@ -37,3 +37,6 @@ for (const [name, t] of results) {
 const interpreted = measureMips(3000, false);
 const compiled = measureMips(3000, 20);
 console.log(`\nGuest MIPS of the emulated CPU on a CPU-bound integer loop: ${compiled.toFixed(1)} with compiled blocks, ${interpreted.toFixed(1)} interpreted`);
+const x87Interpreted = measureX87Mips(3000, false);
+const x87Compiled = measureX87Mips(3000, 20);
+console.log(`Guest MIPS on an x87 loop (FMUL, FADD, FDIV, FSQRT, DEC, JNZ): ${x87Compiled.toFixed(1)} with compiled blocks, ${x87Interpreted.toFixed(1)} interpreted`);

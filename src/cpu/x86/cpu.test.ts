@@ -608,3 +608,46 @@ dst: .long 0
     assert.equal(got, want, jit ? 'compiled blocks' : 'interpreter');
   }
 });
+
+test('x87 errors: an unmasked exception is reported by the next waiting instruction, as #MF with CR0.NE, else through FERR# (execution goes on)', { skip }, () => {
+  for (const ne of [true, false]) {
+    const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  movl %cr0, %eax
+  ${ne ? 'orl $0x20, %eax' : 'andl $~0x20, %eax'}
+  movl %eax, %cr0
+  fninit
+  pushw $0x37b           # ZE unmasked
+  movw %sp, %bp
+  fldcw (%bp)
+  fldz
+  fld1
+  fdiv %st(1), %st       # 1 / 0: ZE, reported later
+  movb $'a', %al
+  outb %al, $0xe9
+  fwait
+  movb $'!', %al
+  outb %al, $0xe9
+  hlt
+  .org 0x100
+handler:
+  fnstsw %ax
+  testb $0x84, %al       # ZE and ES
+  jz 1f
+  movb $'M', %al
+  outb %al, $0xe9
+1: hlt
+`, 0);
+    for (const jit of [false, 1] as const) {
+      const m = new BareMachine(undefined, jit);
+      m.load(0x7c00, code);
+      // The #MF vector (16) in the real-mode interrupt table: 07C0:0100, the handler.
+      new DataView(m.memory.ram.bytes.buffer).setUint32(16 * 4, (0x7c0 << 16) | 0x100, true);
+      m.startReal(0x07c0, 0);
+      assert.equal(m.runUntilHalt(), 'halt');
+      assert.equal(m.output, ne ? 'aM' : 'a!', `CR0.NE ${ne}, ${jit ? 'compiled' : 'interpreted'}`);
+    }
+  }
+});

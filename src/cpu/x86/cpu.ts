@@ -10,7 +10,7 @@ import { CS, DS, ES, FS, GS, SS, type SegmentState, type X86Registers } from './
 import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.js';
 import { CodeCache } from './jit/code-cache.js';
 import { lockAllowed } from './lock-prefix.js';
-import { X87 } from './x87-lite.js';
+import { X87 } from './fpu/x87.js';
 
 export interface X86CpuOptions {
   memory: PhysicalMemory;
@@ -3710,6 +3710,27 @@ export class X86Cpu implements Stateful, IntrPin {
 
   fpuCondition(cc: number): boolean {
     return this.condition(cc);
+  }
+
+  /** For the FPU's last instruction and operand pointers and the FSTENV/FSAVE layout. */
+  get fpuRealMode(): boolean {
+    return !this.protectedMode || (this.flags & VM) !== 0;
+  }
+
+  get fpuCs(): number {
+    return this.segSel[CS];
+  }
+
+  get fpuIp(): number {
+    return this.instrStart;
+  }
+
+  get fpuDs(): number {
+    return this.segSel[this.eaSeg];
+  }
+
+  get fpuDataOffset(): number {
+    return this.eaOff;
   }
 
   // ---------------------------------------------------------------------------------------------------
