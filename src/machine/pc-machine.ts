@@ -193,6 +193,7 @@ export class PcMachine {
     f.setU16(FwCfgKey.MAX_CPUS, this.config.cpus);
     f.setU16(FwCfgKey.BOOT_DEVICE, this.config.boot.order.charCodeAt(0));
     f.setU16(FwCfgKey.BOOT_MENU, this.config.boot.menu ? 1 : 0);
+    f.setU32(FwCfgKey.IRQ0_OVERRIDE, 1);
     const e820 = new Uint8Array(20);
     const dv = new DataView(e820.buffer);
     dv.setBigUint64(8, BigInt(this.config.memoryBytes), true);
