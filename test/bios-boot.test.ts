@@ -23,6 +23,10 @@ test('SeaBIOS runs on the pc machine: fw_cfg, e820, PCI, ACPI tables from the ta
     assert.match(out, /qemu\/e820: addr 0x0000000000000000 len 0x0000000006000000 \[RAM\]/);
     assert.match(out, /PCI: init bdf=00:01\.3 id=8086:7113/);
     assert.match(out, /ACPI: parse DSDT/);
+    // SeaBIOS found the local APIC (CPUID, its ID and version): its MP table lists the processor.
+    assert.doesNotMatch(out, /No apic/);
+    assert.match(out, /Found 1 cpu\(s\) max supported 1 cpu\(s\)/);
+    assert.match(out, /Copying MPTABLE/);
     // Boot order from -boot's default (c, d, n) reached the firmware through CMOS.
     assert.match(out, /Booting from Hard Disk/);
   } finally {

@@ -1,3 +1,5 @@
+import { LOCAL_APIC_DEFAULT_BASE } from '../devices/apic/local-apic.js';
+import { IO_APIC_DEFAULT_BASE } from '../devices/apic/io-apic.js';
 import {
   GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_BLK, PM1A_CNT_LEN, PM1A_EVT_BLK, PM1A_EVT_LEN, PM_TMR_BLK, PM_TMR_LEN, SCI_IRQ, SLP_TYP_S5,
 } from '../devices/acpi/pm-constants.js';
@@ -135,8 +137,31 @@ function dsdtAml(ramBytes: number): Uint8Array {
   ]);
 }
 
+/** ISA IRQs the MADT marks level-triggered, active high: the SCI and the PCI interrupts the PIIX3 routes (QEMU's pc). */
+export const LEVEL_ISA_IRQS = [5, 9, 10, 11];
+
 /**
- * Builds RSDP, RSDT, FADT (revision 1), FACS and a DSDT describing the PIIX4 power-management block and
+ * The MADT ("APIC") as QEMU builds it for the pc machine: the local APIC at 0xFEE00000 with the 8259s present
+ * (PCAT_COMPAT), processor 0 with APIC ID 0, the I/O APIC (ID 0) at 0xFEC00000 from GSI 0, interrupt source
+ * overrides for IRQ 0 on GSI 2 and for the level-triggered ISA IRQs, and NMI on LINT1 of every processor.
+ */
+function madt(): Uint8Array {
+  const entries = [
+    [0, 8, 0, 0, ...le32(1)], // processor local APIC: ACPI processor 0, APIC ID 0, enabled
+    [1, 12, 0, 0, ...le32(IO_APIC_DEFAULT_BASE), ...le32(0)], // I/O APIC 0, GSI base 0
+    [2, 10, 0, 0, ...le32(2), ...le16(0)], // ISA IRQ 0 -> GSI 2, bus defaults (edge, high)
+    ...LEVEL_ISA_IRQS.map((irq) => [2, 10, 0, irq, ...le32(irq), ...le16(0xd)]), // level, active high
+    [4, 6, 0xff, ...le16(0), 1], // local APIC NMI: all processors, LINT1
+  ].flat();
+  return table('APIC', 1, 44 + entries.length, (dv, b) => {
+    dv.setUint32(36, LOCAL_APIC_DEFAULT_BASE, true);
+    dv.setUint32(40, 1, true); // PCAT_COMPAT: the 8259s are there too
+    b.set(entries, 44);
+  });
+}
+
+/**
+ * Builds RSDP, RSDT, FADT (revision 1), FACS, MADT and a DSDT describing the PIIX4 power-management block and
  * the PCI root bridge, for a machine with `ramBytes` of RAM below 4 GiB.
  */
 export function buildAcpi(ramBytes: number): AcpiBlobs {
@@ -148,8 +173,10 @@ export function buildAcpi(ramBytes: number): AcpiBlobs {
   const dsdtOffset = 64;
   const dsdt = table('DSDT', 1, 36 + aml.length, (_dv, b) => b.set(aml, 36));
   const fadtOffset = align16(dsdtOffset + dsdt.length);
-  const rsdtOffset = align16(fadtOffset + 116);
-  const tables = new Uint8Array(rsdtOffset + 40);
+  const apic = madt();
+  const madtOffset = align16(fadtOffset + 116);
+  const rsdtOffset = align16(madtOffset + apic.length);
+  const tables = new Uint8Array(rsdtOffset + 44);
   const facs = tables.subarray(facsOffset, facsOffset + 64);
   ascii(facs, 0, 'FACS');
   new DataView(tables.buffer).setUint32(facsOffset + 4, 64, true);
@@ -174,10 +201,14 @@ export function buildAcpi(ramBytes: number): AcpiBlobs {
   });
   tables.set(fadt, fadtOffset);
   pointers.push({ blob: 'tables', offset: fadtOffset + 36 }, { blob: 'tables', offset: fadtOffset + 40 });
-  const rsdt = table('RSDT', 1, 40, (dv) => dv.setUint32(36, fadtOffset, true));
+  tables.set(apic, madtOffset);
+  const rsdt = table('RSDT', 1, 44, (dv) => {
+    dv.setUint32(36, fadtOffset, true);
+    dv.setUint32(40, madtOffset, true);
+  });
   tables.set(rsdt, rsdtOffset);
-  pointers.push({ blob: 'tables', offset: rsdtOffset + 36 });
-  for (const [start, length] of [[dsdtOffset, dsdt.length], [fadtOffset, fadt.length], [rsdtOffset, rsdt.length]]) {
+  pointers.push({ blob: 'tables', offset: rsdtOffset + 36 }, { blob: 'tables', offset: rsdtOffset + 40 });
+  for (const [start, length] of [[dsdtOffset, dsdt.length], [fadtOffset, fadt.length], [madtOffset, apic.length], [rsdtOffset, rsdt.length]]) {
     checksums.push({ blob: 'tables', offset: start + 9, start, length });
   }
   const rsdp = new Uint8Array(20);

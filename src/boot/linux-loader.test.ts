@@ -50,7 +50,7 @@ test('loader: kernel at 1 MiB, boot_params with e820, command line, initrd at th
   assert.throws(() => loadLinux(new PhysicalMemory(new GuestRam(2 ** 20)), { kernel: parseBzImage('k', fakeBzImage()), commandLine: '', acpi: false }), /-m is too small/);
 });
 
-/** Follows RSDP → RSDT → FADT → FACS/DSDT in a memory image, checking signatures and checksums. */
+/** Follows RSDP → RSDT → FADT → FACS/DSDT and the MADT in a memory image, checking signatures and checksums. */
 function checkAcpiInMemory(ram: Uint8Array, rsdp: number): void {
   const dv = new DataView(ram.buffer);
   const text = (a: number, n: number) => new TextDecoder().decode(ram.subarray(a, a + n));
@@ -69,7 +69,45 @@ function checkAcpiInMemory(ram: Uint8Array, rsdp: number): void {
   assert.equal(facs % 64, 0);
   const dsdt = table(dv.getUint32(fadt + 40, true), 'DSDT');
   assert.ok(Buffer.from(ram.subarray(dsdt, dsdt + dv.getUint32(dsdt + 4, true))).includes(Buffer.from('_S5_')));
+  const madt = table(dv.getUint32(rsdt + 40, true), 'APIC');
+  assert.equal(dv.getUint32(madt + 36, true), 0xfee00000);
+  // Entries: type, length, then the body: the processor, the I/O APIC, IRQ 0 on GSI 2, SCI level.
+  const entries: number[][] = [];
+  for (let at = madt + 44; at < madt + dv.getUint32(madt + 4, true); at += ram[at + 1]) entries.push([...ram.subarray(at, at + ram[at + 1])]);
+  assert.deepEqual(entries[0], [0, 8, 0, 0, 1, 0, 0, 0]);
+  assert.deepEqual(entries[1], [1, 12, 0, 0, 0, 0, 0xc0, 0xfe, 0, 0, 0, 0]);
+  assert.deepEqual(entries[2], [2, 10, 0, 0, 2, 0, 0, 0, 0, 0]);
+  assert.ok(entries.some((e) => e.join() === [2, 10, 0, 9, 9, 0, 0, 0, 0xd, 0].join()), 'SCI override: level, active high');
 }
+
+test('MP tables for direct boot: floating pointer and configuration table with valid checksums, the processor enabled', () => {
+  const memory = new PhysicalMemory(new GuestRam(16 * 2 ** 20));
+  loadLinux(memory, {
+    kernel: parseBzImage('k', fakeBzImage()), commandLine: '', acpi: false,
+    mpTable: { cpuSignature: 0x633, cpuFeatures: 0x200, pciInterrupts: [{ device: 1, pin: 1, irq: 10 }], levelIsaIrqs: [9, 10] },
+  });
+  const ram = memory.ram.bytes;
+  const dv = new DataView(ram.buffer);
+  const sum = (a: number, n: number) => ram.subarray(a, a + n).reduce((x, y) => (x + y) & 0xff, 0);
+  let mp = -1;
+  for (let a = 0xf0000; a < 0x100000; a += 16) if (new TextDecoder().decode(ram.subarray(a, a + 4)) === '_MP_') mp = a;
+  assert.ok(mp > 0, 'floating pointer in the F segment');
+  assert.equal(sum(mp, 16), 0);
+  const table = dv.getUint32(mp + 4, true);
+  assert.equal(new TextDecoder().decode(ram.subarray(table, table + 4)), 'PCMP');
+  assert.equal(sum(table, dv.getUint16(table + 4, true)), 0);
+  assert.equal(dv.getUint32(table + 36, true), 0xfee00000);
+  const count = dv.getUint16(table + 34, true);
+  const sizes = [20, 8, 8, 8, 8];
+  const types: number[][] = [];
+  for (let at = table + 44, i = 0; i < count; i++, at += sizes[ram[at]]) types.push([...ram.subarray(at, at + sizes[ram[at]])]);
+  assert.equal(types[0].slice(0, 4).join(), [0, 0, 0x14, 3].join(), 'processor: APIC ID 0, version 0x14, enabled, BSP');
+  assert.ok(types.some((e) => e.join() === [2, 0, 0x11, 1, 0, 0, 0xc0, 0xfe].join()), 'I/O APIC');
+  assert.ok(types.some((e) => e.join() === [3, 0, 0, 0, 1, 0, 0, 2].join()), 'ISA IRQ 0 on pin 2');
+  assert.ok(types.some((e) => e.join() === [3, 0, 0xd, 0, 1, 9, 0, 9].join()), 'ISA IRQ 9 level, active high');
+  assert.ok(types.some((e) => e.join() === [3, 0, 0, 0, 0, 4, 0, 10].join()), 'PCI 00:01 INTA# on pin 10');
+  assert.ok(types.some((e) => e.join() === [4, 3, 0, 0, 1, 0, 0xff, 0].join()), 'ExtINT on LINT0');
+});
 
 test('ACPI tables placed for direct boot: valid checksums, FADT points at the DSDT with \\_S5', () => {
   const ram = new Uint8Array(2 ** 20);

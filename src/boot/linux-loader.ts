@@ -3,6 +3,7 @@ import type { PhysicalMemory } from '../memory/physical-memory.js';
 import { CS, FLAT_CODE32_ATTRIBUTES, FLAT_DATA32_ATTRIBUTES, type X86Registers } from '../cpu/x86/registers.js';
 import { placeAcpiTables } from './acpi-tables.js';
 import type { BzImage } from './bzimage.js';
+import { type MpTableOptions, buildMpTable } from './mp-table.js';
 
 /** Guest-physical layout of a direct Linux boot. */
 const GDT_ADDRESS = 0x5000;
@@ -10,6 +11,8 @@ const BOOT_PARAMS_ADDRESS = 0x7000;
 const CMDLINE_ADDRESS = 0x20000;
 const KERNEL_ADDRESS = 0x100000;
 const ACPI_TABLES_ADDRESS = 0xe0000;
+/** The MP tables, in the BIOS area where the OS searches for their floating pointer. */
+const MP_TABLE_ADDRESS = 0xf0000;
 const E820_RAM = 1, E820_RESERVED = 2;
 /** type_of_loader: "undefined" boot loader. */
 const LOADER_TYPE = 0xff;
@@ -19,11 +22,13 @@ export interface LinuxBootOptions {
   initrd?: Uint8Array;
   commandLine: string;
   acpi: boolean;
+  /** The MultiProcessor tables to place (as SeaBIOS places them on QEMU), read by an OS booted without ACPI. */
+  mpTable?: MpTableOptions;
 }
 
 /**
  * Loads a bzImage for the 32-bit boot protocol entry: kernel at 1 MiB, boot_params (zero page) with the setup
- * header, command line, e820 map and initrd; a flat GDT; optionally ACPI tables. Returns the registers the
+ * header, command line, e820 map and initrd; a flat GDT; optionally ACPI and MP tables. Returns the registers the
  * CPU starts with (protected mode, paging off, interrupts off, ESI = boot_params).
  */
 export function loadLinux(memory: PhysicalMemory, options: LinuxBootOptions): X86Registers {
@@ -80,6 +85,7 @@ export function loadLinux(memory: PhysicalMemory, options: LinuxBootOptions): X8
     for (const [address, bytes] of tables.blobs) ram.set(bytes, address);
     dv.setBigUint64(0x070, BigInt(tables.rsdpAddress), true); // acpi_rsdp_addr
   }
+  if (options.mpTable) ram.set(buildMpTable(MP_TABLE_ADDRESS, options.mpTable), MP_TABLE_ADDRESS);
   ram.set(bp, BOOT_PARAMS_ADDRESS);
 
   // GDT: null, null, __BOOT_CS (0x10), __BOOT_DS (0x18).

@@ -25,3 +25,19 @@ export interface InterruptAcknowledge {
 export interface IntrPin {
   setIntr(level: boolean): void;
 }
+
+/** What a processor reaches of its local APIC through MSRs and CPUID (IA32_APIC_BASE, IA32_TSC_DEADLINE). */
+export interface CpuLocalApic {
+  /** CPUID.1:EBX[31:24]. */
+  readonly initialId: number;
+  /** IA32_APIC_BASE bit 11; while clear, CPUID.1:EDX.APIC reads 0. */
+  readonly globallyEnabled: boolean;
+  /** IA32_APIC_BASE (the high half is 0: physical addresses have 32 bits). */
+  readonly baseMsr: number;
+  /** Returns false when `value` sets reserved bits (the WRMSR then raises #GP). */
+  writeBaseMsr(value: number, high: number): boolean;
+  /** IA32_TSC_DEADLINE as last written (0 once it fired or while the timer is in another mode). */
+  readonly tscDeadline: number;
+  /** Arms the TSC-deadline timer at TSC value `tsc`, which the TSC reaches at guest time `deadlineNs`. */
+  writeTscDeadline(tsc: number, deadlineNs: number): void;
+}

@@ -2,14 +2,17 @@ import { readFileSync } from 'node:fs';
 import { VirtualClock } from '../base/clock.js';
 import { TsvmError, errorMessage } from '../base/errors.js';
 import type { VersionedState } from '../base/state.js';
-import { acpiLoaderFiles } from '../boot/acpi-tables.js';
+import { LEVEL_ISA_IRQS, acpiLoaderFiles } from '../boot/acpi-tables.js';
 import { parseBzImage } from '../boot/bzimage.js';
 import { DEFAULT_BIOS, DEFAULT_VGA_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
 import { loadLinux } from '../boot/linux-loader.js';
 import { findMultibootHeader, loadMultiboot } from '../boot/multiboot.js';
-import { X86Cpu } from '../cpu/x86/cpu.js';
+import { CPUID_EDX_APIC, CPUID_FAMILY_MODEL_STEPPING, CPUID_FEATURES, X86Cpu } from '../cpu/x86/cpu.js';
 import type { X86Registers } from '../cpu/x86/registers.js';
 import { Piix4Pm } from '../devices/acpi/piix4-pm.js';
+import { ApicBus } from '../devices/apic/apic-bus.js';
+import { IO_APIC_DEFAULT_BASE, IoApic } from '../devices/apic/io-apic.js';
+import { LocalApic } from '../devices/apic/local-apic.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
 import { StdVga } from '../devices/display/std-vga.js';
@@ -61,6 +64,9 @@ export class PcMachine {
   readonly io = new PortIoBus();
   readonly cpu: X86Cpu;
   readonly pic: DualPic8259;
+  readonly apicBus = new ApicBus();
+  readonly lapic: LocalApic;
+  readonly ioApic: IoApic;
   readonly pm: Piix4Pm;
   readonly rtc: Mc146818Rtc;
   readonly pci: PciBus;
@@ -81,19 +87,26 @@ export class PcMachine {
     this.initrd = config.initrd ? readImage('initrd', config.initrd) : undefined;
     this.ram = new GuestRam(config.memoryBytes);
     this.memory = new PhysicalMemory(this.ram);
-    // The CPU's INTR pin is driven by the PIC, which needs the CPU: connect through a forwarding pin.
+    // The 8259s' INTR goes to the local APIC's LINT0; the local APIC drives the CPU's INTR pin and answers its INTA
+    // cycle, and needs the CPU for that: connect through forwarding pins.
     let cpu: X86Cpu | null = null;
-    const intr = { setIntr: (level: boolean) => { cpu?.setIntr(level); if (level) host.wake(); } };
-    this.pic = new DualPic8259(this.io, intr);
+    const cpuPins = {
+      setIntr: (level: boolean) => { cpu?.setIntr(level); if (level) host.wake(); },
+      raiseNmi: () => { cpu?.raiseNmi(); host.wake(); },
+    };
+    this.pic = new DualPic8259(this.io, { setIntr: (level) => this.lapic.setIntr(level) });
+    this.lapic = new LocalApic({ id: 0, bsp: true, memory: this.memory, bus: this.apicBus, timers: this.timers, cpu: cpuPins, pic: this.pic });
+    this.ioApic = new IoApic(this.memory.mmio, IO_APIC_DEFAULT_BASE, this.apicBus);
     cpu = this.cpu = new X86Cpu({
       memory: this.memory,
       io: this.io,
-      interrupts: this.pic,
+      interrupts: this.lapic,
       clock: this.clock,
-      onFerr: (level) => this.pic.setIrq(13, level),
+      apic: this.lapic,
+      onFerr: (level) => this.setIsaIrq(13, level),
     });
-    const irq = (n: number) => this.pic.irqLine(n);
-    this.devices.push(this.pic, new Pit8254(this.io, irq(0), this.timers));
+    const irq = (n: number) => ({ set: (level: boolean) => this.setIsaIrq(n, level) });
+    this.devices.push(this.pic, this.lapic, this.ioApic, new Pit8254(this.io, irq(0), this.timers));
     this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers);
     this.devices.push(this.rtc);
     config.serials.forEach((_, i) => {
@@ -108,7 +121,7 @@ export class PcMachine {
     this.devices.push(this.pm);
 
     // PCI: 00:00.0 host bridge, 00:01.0 ISA bridge, 00:01.3 power management, as on QEMU's pc.
-    this.pci = new PciBus(this.io, this.memory, (n, level) => this.pic.setIrq(n, level));
+    this.pci = new PciBus(this.io, this.memory, (n, level) => this.setIsaIrq(n, level));
     this.isaBridge = new Piix3IsaBridge(() => this.pci.updateIrqs());
     this.pci.router = this.isaBridge.route;
     this.pmFunction = new Piix4PmFunction(this.pm);
@@ -145,6 +158,16 @@ export class PcMachine {
     this.boot();
   }
 
+  /**
+   * An ISA IRQ line (devices, and PCI INTx through the PIIX3's PIRQ routing) goes to the 8259s and to the I/O
+   * APIC pin of the same number, except IRQ 0, the PIT, on pin 2 (the MADT's interrupt source override), as on
+   * QEMU's pc. I/O APIC pins 0 and 16-23 are not connected.
+   */
+  private setIsaIrq(n: number, level: boolean): void {
+    this.pic.setIrq(n, level);
+    this.ioApic.setPin(n === 0 ? 2 : n, level);
+  }
+
   /** CMOS memory-size entries, as firmware and old kernels read them. */
   private fillCmos(): void {
     const kib = this.config.memoryBytes / 1024;
@@ -177,6 +200,7 @@ export class PcMachine {
     f.setU16(FwCfgKey.MAX_CPUS, this.config.cpus);
     f.setU16(FwCfgKey.BOOT_DEVICE, this.config.boot.order.charCodeAt(0));
     f.setU16(FwCfgKey.BOOT_MENU, this.config.boot.menu ? 1 : 0);
+    f.setU32(FwCfgKey.IRQ0_OVERRIDE, 1);
     const e820 = new Uint8Array(20);
     const dv = new DataView(e820.buffer);
     dv.setBigUint64(8, BigInt(this.config.memoryBytes), true);
@@ -212,6 +236,12 @@ export class PcMachine {
       initrd: this.initrd,
       commandLine: this.config.append,
       acpi: this.config.acpi,
+      mpTable: {
+        cpuSignature: CPUID_FAMILY_MODEL_STEPPING,
+        cpuFeatures: CPUID_FEATURES | CPUID_EDX_APIC,
+        pciInterrupts: this.pci.interruptRoutes(),
+        levelIsaIrqs: LEVEL_ISA_IRQS,
+      },
     });
     this.cpu.setRegisters(registers);
   }

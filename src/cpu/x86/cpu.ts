@@ -1,7 +1,7 @@
 import type { VirtualClock } from '../../base/clock.js';
 import { StateError } from '../../base/errors.js';
 import type { Stateful, VersionedState } from '../../base/state.js';
-import type { InterruptAcknowledge, IntrPin } from '../../devices/device.js';
+import type { CpuLocalApic, InterruptAcknowledge, IntrPin } from '../../devices/device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import { AC, AF, CF, DF, FIXED_ONE, ID, IF, IOPL, LAZY_ADD, LAZY_LOGIC, LAZY_SUB, NT, OF, PARITY, PF, RF, SF, STATUS_FLAGS, TF, VM, ZF } from './flags.js';
@@ -17,6 +17,8 @@ export interface X86CpuOptions {
   io: PortIoBus;
   interrupts: InterruptAcknowledge;
   clock: VirtualClock;
+  /** The local APIC's MSRs and CPUID bits (without one, CPUID reports no APIC and its MSRs raise #GP). */
+  apic?: CpuLocalApic;
   /** FERR# for the legacy FPU error reporting (IRQ 13) when CR0.NE is clear. */
   onFerr?: (level: boolean) => void;
   /**
@@ -55,9 +57,9 @@ function mulHigh(a: number, b: number): number {
 
 /** TSC ticks per guest nanosecond (a 1 GHz clock). */
 const TSC_PER_NS = 1;
-const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
+export const CPUID_FAMILY_MODEL_STEPPING = 0x0633; // family 6, model 3 (Pentium II class), stepping 3
 /** CPUID.1 EDX: FPU DE PSE TSC MSR CX8 SEP CMOV. */
-const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
+export const CPUID_FEATURES = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 15);
 /** CR0: PE MP EM TS ET NE WP AM NW CD PG are defined, the other bits reserved (ignored when written). */
 const CR0_DEFINED = 0xe005003f | 0, CR0_ET = 0x10, CR0_NW = 0x20000000, CR0_CD = 0x40000000;
 /** CR4 bits this CPU has: TSD(2) DE(3) PSE(4) PGE(7). */
@@ -70,6 +72,8 @@ const DR7_GD = 0x2000, DR7_WRITABLE = 0xffff23ff | 0, DR7_FIXED = 0x400;
 const BREAKPOINT_LENGTHS = [1, 2, 8, 4];
 const DEFAULT_JIT_THRESHOLD = 100;
 const MSR_TSC = 0x10, MSR_SYSENTER_CS = 0x174, MSR_SYSENTER_ESP = 0x175, MSR_SYSENTER_EIP = 0x176;
+const MSR_APIC_BASE = 0x1b, MSR_TSC_DEADLINE = 0x6e0;
+export const CPUID_EDX_APIC = 1 << 9;
 
 /**
  * An IA-32 processor of the P6 class, interpreted. The hot path is `step()`: prefixes, one switch over the
@@ -194,6 +198,7 @@ export class X86Cpu implements Stateful, IntrPin {
   private readonly io: PortIoBus;
   private readonly interrupts: InterruptAcknowledge;
   private readonly clock: VirtualClock;
+  private readonly apic: CpuLocalApic | null;
   private readonly onFerr: (level: boolean) => void;
 
   constructor(options: X86CpuOptions) {
@@ -201,6 +206,7 @@ export class X86Cpu implements Stateful, IntrPin {
     this.io = options.io;
     this.interrupts = options.interrupts;
     this.clock = options.clock;
+    this.apic = options.apic ?? null;
     this.onFerr = options.onFerr ?? (() => {});
     this.ram = options.memory.ram.bytes;
     this.ram32 = new Int32Array(this.ram.buffer, this.ram.byteOffset, this.ram.byteLength >> 2);
@@ -3602,6 +3608,8 @@ export class X86Cpu implements Stateful, IntrPin {
       case MSR_SYSENTER_ESP: v = BigInt(this.sysenterEsp >>> 0); break;
       case MSR_SYSENTER_EIP: v = BigInt(this.sysenterEip >>> 0); break;
       case 0x8b: v = 0n; break; // microcode revision
+      case MSR_APIC_BASE: if (this.apic === null) this.gp(0); v = BigInt(this.apic.baseMsr); break;
+      case MSR_TSC_DEADLINE: if (this.apic === null) this.gp(0); v = BigInt(this.apic.tscDeadline); break;
       default: this.gp(0);
     }
     this.regs[0] = Number(v & 0xffffffffn) | 0;
@@ -3619,6 +3627,15 @@ export class X86Cpu implements Stateful, IntrPin {
       case MSR_SYSENTER_ESP: this.sysenterEsp = lo; return;
       case MSR_SYSENTER_EIP: this.sysenterEip = lo; return;
       case 0x8b: return;
+      case MSR_APIC_BASE:
+        if (this.apic === null || !this.apic.writeBaseMsr(lo, hi)) this.gp(0);
+        return;
+      case MSR_TSC_DEADLINE: {
+        if (this.apic === null) this.gp(0);
+        const tsc = (hi >>> 0) * 0x100000000 + (lo >>> 0);
+        this.apic.writeTscDeadline(tsc, (tsc - this.tscOffset) / TSC_PER_NS);
+        return;
+      }
       default: this.gp(0);
     }
   }
@@ -3634,9 +3651,11 @@ export class X86Cpu implements Stateful, IntrPin {
         return;
       case 1:
         r[0] = CPUID_FAMILY_MODEL_STEPPING;
-        r[3] = 0;
+        r[3] = this.apic === null ? 0 : this.apic.initialId << 24;
+        // No TSC-deadline bit (ECX 24) though the MSR works: Linux orders its LVT write with MFENCE (SSE2), which a
+        // P6-class CPU lacks; like QEMU's qemu32 model, the guest then uses the one-shot APIC timer.
         r[1] = 0;
-        r[2] = CPUID_FEATURES;
+        r[2] = CPUID_FEATURES | (this.apic?.globallyEnabled ? CPUID_EDX_APIC : 0);
         return;
       default:
         r[0] = r[1] = r[2] = r[3] = 0;

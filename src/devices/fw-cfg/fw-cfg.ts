@@ -17,6 +17,8 @@ export const FwCfgKey = {
   MAX_CPUS: 0x0f,
   FILE_DIR: 0x19,
   FILE_FIRST: 0x20,
+  /** x86: ISA IRQ 0 is wired to I/O APIC pin 2 (SeaBIOS's own MADT and MP table then say so). */
+  IRQ0_OVERRIDE: 0x8002,
 } as const;
 
 const FEATURE_TRADITIONAL = 1, FEATURE_DMA = 2;

@@ -119,6 +119,17 @@ export class PciBus implements PciBusSide, Device {
     }
   }
 
+  /** Each bus-0 function's INTx pin and the ISA IRQ it is routed to now (for the MP table). */
+  interruptRoutes(): { device: number; pin: number; irq: number }[] {
+    const routes = [];
+    for (const fn of this.functions.values()) {
+      const pin = fn.config[0x3d];
+      const irq = pin === 0 ? undefined : this.router(fn, pin);
+      if (irq !== undefined) routes.push({ device: fn.devfn >> 3, pin, irq });
+    }
+    return routes;
+  }
+
   /** Writes each function's Interrupt Line register from the current routing, as firmware does at boot. */
   assignInterruptLines(): void {
     for (const fn of this.functions.values()) {
