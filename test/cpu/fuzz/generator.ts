@@ -54,6 +54,11 @@ const full = (width: Width, index: number) => (width === 8 ? index & 3 : index);
 export const hex = (v: number) => '0x' + (v >>> 0).toString(16);
 /** An immediate as a signed decimal of its width, so the assembler picks the sign-extended imm8 form when it fits. */
 const imm = (v: number, width: Width) => '$' + (width === 32 ? v | 0 : (v << (32 - width)) >> (32 - width));
+/** A memory operand `by` bytes further on. */
+function displaced(operand: string, by: number): string {
+  const [, seg = '', disp = '', registers = ''] = /^(%[a-z]s:)?([^(]*)(\(.*\))?$/.exec(operand)!;
+  return `${seg}${disp ? `${disp}+${by}` : by}${registers}`;
+}
 const mask = (v: number, width: Width) => (width === 32 ? v >>> 0 : v & ((1 << width) - 1));
 
 /** Builds one unit: instructions with their flag effects, in conditional or looping parts. */
@@ -114,7 +119,7 @@ export class SequenceGenerator {
     while (units.length < this.options.unitsPerSequence) {
       const u = new UnitBuilder(undef);
       this.avoid = 1 << ESP;
-      const parts = this.rng.weighted<number>([[1, 6], [2, 3], [3, 1]]);
+      const parts = this.rng.weighted<number>([[1, 6], [2, 3], [3, 1], [this.rng.between(4, 8), 1]]);
       for (let i = 0; i < parts; i++) this.top(u);
       const after = applyEffects(undef, u.effects);
       if (after === null || u.instructions === 0) continue;
@@ -249,7 +254,7 @@ export class SequenceGenerator {
         if (rng.chance(0.7)) this.simple(u, false);
         const c = cond();
         this.ensureDefined(u, c.reads);
-        u.emit(`j${c.name} 1f`, effect(c.reads, 0));
+        u.emit(`${rng.chance(0.3) ? '{disp32} ' : ''}j${c.name} 1f`, effect(c.reads, 0));
         u.conditional(() => this.simple(u, false));
         u.label(1);
         return;
@@ -268,10 +273,12 @@ export class SequenceGenerator {
         u.label(2);
         return;
       }
-      case 2: { // LOOP/LOOPE/LOOPNE, with JECXZ guarding a zero count
+      case 2: { // LOOP/LOOPE/LOOPNE, with JECXZ guarding a zero count; with an address-size prefix they count CX
         const n = rng.between(0, 5);
-        u.emit(`movl $${n}, %ecx`);
-        u.emit('jecxz 2f');
+        const cx = rng.chance(0.25);
+        const prefix = cx ? 'addr16 ' : '';
+        u.emit(`movl $${hex(cx ? (rng.u32() & 0xffff0000) | n : n)}, %ecx`);
+        u.emit(cx ? 'jcxz 2f' : 'jecxz 2f');
         this.avoid |= 1 << ECX;
         u.conditional(() => {
           u.label(1);
@@ -280,7 +287,7 @@ export class SequenceGenerator {
             for (let i = 0; i < parts; i++) this.simple(u, true);
             const kind = rng.pick(['loop', 'loope', 'loopne']);
             if (kind !== 'loop') this.ensureDefined(u, ZF);
-            u.emit(`${kind} 1b`, effect(kind === 'loop' ? 0 : ZF, 0));
+            u.emit(`${prefix}${kind} 1b`, effect(kind === 'loop' ? 0 : ZF, 0));
           });
         });
         u.label(2);
@@ -563,7 +570,23 @@ export class SequenceGenerator {
     const rng = this.rng;
     const w = this.width();
     const s = SUFFIX[w];
-    switch (rng.below(4)) {
+    switch (rng.below(5)) {
+      case 4: {
+        if (!this.canWrite(EAX, EDX)) return false;
+        this.avoid |= (1 << EAX) | (1 << EDX);
+        const target = this.mem(u, 8);
+        if (rng.chance(0.4)) {
+          // The equal case: EDX:EAX = the memory operand, so ECX:EBX is stored.
+          u.emit(`movl ${target}, %eax`);
+          u.emit(`movl ${displaced(target, 4)}, %edx`);
+        }
+        // qemu-i386 7.2 computes the other flags from stale lazy state when the flags were last set by an
+        // operation (pushf then shows garbage, IOPL included, and qemu aborts): start from POPF's flags.
+        u.emit(`pushl $${hex((rng.u32() & STATUS) | 2)}`);
+        u.emit('popfl', effect(0, STATUS));
+        u.emit(`cmpxchg8b ${target}`, effect(0, ZF));
+        return true;
+      }
       case 0: u.emit(`xchg${s} ${this.reg(w, true)}, ${this.reg(w, true)}`); return true;
       case 1: { const m = this.mem(u, w / 8); u.emit(`xchg${s} ${this.reg(w, true)}, ${m}`); return true; }
       case 2: {
@@ -713,9 +736,9 @@ export class SequenceGenerator {
         u.emit(op);
         return true;
       }
-      case 6: { // ENTER/LEAVE around an instruction that must leave EBP alone
+      case 6: { // ENTER (nesting level 0 or 1: deeper levels read the caller's frames)/LEAVE around an instruction that must leave EBP alone
         if (!this.canWrite(EBP)) return false;
-        u.emit(`enter $${rng.pick([0, 4, 8, 0x12])}, $0`);
+        u.emit(`enter $${rng.pick([0, 4, 8, 0x12])}, $${rng.below(2)}`);
         this.avoid |= 1 << EBP;
         this.simple(u, true);
         u.emit('leave');
