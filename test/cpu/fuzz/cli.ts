@@ -4,7 +4,7 @@
  * (and saves it as /tmp/tsvm-fuzz-<seed>.S), then the throughput.
  */
 import { ORACLE } from '../user-program.js';
-import { describe, findMismatches, generateBatch, saveProgram, shrink } from './differential.js';
+import { ENGINES, describe, findMismatches, generateBatch, saveProgram, shrink } from './differential.js';
 
 function parse(argv: string[]): { seconds: number; seed: number; x87: boolean; sequences: number; units: number; states: number } {
   const options = { seconds: 60, seed: Date.now() % 1_000_000, x87: false, sequences: 40, units: 48, states: 8 };
@@ -56,12 +56,12 @@ for (let seed = options.seed; Date.now() - start < options.seconds * 1000; seed+
     const key = shrunk.sequence.units.map((u) => u.lines.join(';')).join('|') + m.engine;
     if (seen.has(key)) continue;
     seen.add(key);
-    const path = `/tmp/tsvm-fuzz-${seed}-${m.engine.replace(' ', '-')}.S`;
+    const path = `/tmp/tsvm-fuzz-${seed}-${m.engine.replace(/\W+/g, '-')}.S`;
     saveProgram(path, shrunk.sequence);
     console.log(`\nseed ${seed}, sequence ${m.sequence}: ${text}\n  (program: ${path})`);
   }
 }
 const seconds = (Date.now() - start) / 1000;
 console.log(`\nfuzz-cpu: ${batches} batches, ${units} units, ${instructions} instructions in ${seconds.toFixed(0)} s` +
-  ` (${(units / seconds).toFixed(0)} units/s, ${(instructions / seconds).toFixed(0)} instructions/s, each on 3 engines); ${failures} mismatching batch runs`);
+  ` (${(units / seconds).toFixed(0)} units/s, ${(instructions / seconds).toFixed(0)} instructions/s, each on the oracle and ${Object.keys(ENGINES).length} tsvm engines); ${failures} mismatching batch runs`);
 process.exit(failures ? 1 : 0);

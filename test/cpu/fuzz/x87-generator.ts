@@ -1,4 +1,4 @@
-import { CF, PF, STATUS, ZF, effect } from './flags.js';
+import { AF, CF, OF, PF, SF, STATUS, ZF, effect } from './flags.js';
 import type { UnitBuilder } from './generator.js';
 import type { Random } from './random.js';
 
@@ -138,13 +138,14 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
     }
     case 4: {
       const op = rng.pick(['fcomi', 'fucomi', 'fcomip', 'fucomip']);
-      u.emit(`${op} %st(1), %st`, effect(0, STATUS));
+      u.emit(`${op} %st(1), %st`, effect(0, ZF | PF | CF, OF | SF | AF));
       if (op.endsWith('p')) depth = 1;
       defined = CONDITION_DEFINED;
-      // The EFLAGS it set (ZF, PF, CF; OF, SF, AF cleared) into ECX before the status word's AND replaces them.
-      u.emit('pushfl', effect(STATUS, 0));
+      // The EFLAGS it set into ECX before the status word's AND replaces them: ZF, PF, CF (the SDM has OF, SF
+      // and AF cleared; qemu-i386 leaves them as they were).
+      u.emit('pushfl', effect(ZF | PF | CF, 0));
       u.emit('popl %ecx');
-      u.emit(`andl $${hex(STATUS)}, %ecx`, effect(0, STATUS));
+      u.emit(`andl $${hex(ZF | PF | CF)}, %ecx`, effect(0, STATUS));
       break;
     }
     case 5: {
