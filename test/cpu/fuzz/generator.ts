@@ -249,7 +249,7 @@ export class SequenceGenerator {
   private control(u: UnitBuilder): void {
     const rng = this.rng;
     const cond = () => rng.pick(CONDITIONS);
-    switch (rng.below(7)) {
+    switch (rng.below(8)) {
       case 0: { // forward branch over one instruction
         if (rng.chance(0.7)) this.simple(u, false);
         const c = cond();
@@ -318,13 +318,34 @@ export class SequenceGenerator {
         this.avoid &= ~(1 << counter);
         return;
       }
-      case 4: { // a local call
-        u.emit('call 1f');
+      case 4: { // a local call, direct or through a register or memory; RET may release arguments
+        const how = rng.below(3);
+        if (how === 0) u.emit('call 1f');
+        else if (how === 1) {
+          const r = this.regIndex(32, true);
+          u.emit(`leal 1f, ${R32[r]}`);
+          u.emit(`call *${R32[r]}`);
+        } else {
+          u.emit('movl $1f, buf+124');
+          u.emit('call *buf+124');
+        }
         u.emit('jmp 2f');
         u.label(1);
         this.simple(u, true);
-        u.emit('ret');
+        u.emit(rng.pick(['ret', 'ret', `ret $${rng.pick([2, 4, 8])}`]));
         u.label(2);
+        return;
+      }
+      case 7: { // an indirect jump over an instruction
+        const r = this.regIndex(32, true);
+        u.emit(`leal 1f, ${R32[r]}`);
+        if (rng.chance(0.5)) u.emit(`jmp *${R32[r]}`);
+        else {
+          u.emit(`movl ${R32[r]}, buf+120`);
+          u.emit('jmp *buf+120');
+        }
+        u.conditional(() => this.simple(u, false));
+        u.label(1);
         return;
       }
       case 5: { // JECXZ over an instruction
@@ -704,10 +725,12 @@ export class SequenceGenerator {
         return true;
       }
       case 3: u.emit(rng.pick(['cld', 'std'])); return true;
-      case 4:
-        u.emit(`pushl $${hex((rng.u32() & STATUS) | (rng.chance(0.3) ? DF : 0) | 2)}`);
-        u.emit('popfl', effect(0, STATUS));
+      case 4: {
+        const w = rng.chance(0.7) ? 'l' : 'w';
+        u.emit(`push${w} $${hex((rng.u32() & STATUS) | (rng.chance(0.3) ? DF : 0) | 2)}`);
+        u.emit(`popf${w}`, effect(0, STATUS));
         return true;
+      }
       default: {
         // EFLAGS as PUSHF stores them; IF, IOPL and the reserved bits differ between user mode and the bare CPU.
         const r = this.reg(32, true);
@@ -770,7 +793,9 @@ export class SequenceGenerator {
     u.emit(`leal buf+${start()}, %edi`);
     if (prefix) u.emit(`movl $${count}, %ecx`);
     if (op === 'scas' && rng.chance(0.5)) u.emit(`movl -${rng.below(8)}(%edi), %eax`); // a likely match
-    u.emit(`${prefix}${op}${SUFFIX[(size * 8) as Width]}`, compares && count > 0 ? effect(0, STATUS) : NO_FLAGS);
+    // A segment override applies to the source (DS:ESI); all segments are flat here, CS included (readable).
+    const override = op !== 'stos' && op !== 'scas' && rng.chance(0.2) ? rng.pick(['cs', 'ss', 'es', 'ds']) + ' ' : '';
+    u.emit(`${override}${prefix}${op}${SUFFIX[(size * 8) as Width]}`, compares && count > 0 ? effect(0, STATUS) : NO_FLAGS);
     return true;
   }
 }
