@@ -14,9 +14,10 @@ import { describe, findMismatches, generateBatch, shrink } from './fuzz/differen
 const skip = !HAVE_BINUTILS ? 'GNU binutils (as, ld, objcopy) are not installed'
   : !ORACLE ? 'no oracle: this host cannot run 32-bit programs and qemu-i386 (qemu-user) is not installed' : false;
 
-for (const seed of [1, 2]) {
-  test(`random instruction sequences, seed ${seed}: oracle, interpreter and compiled blocks agree`, { skip }, () => {
-    const batch = generateBatch(seed, 30, { unitsPerSequence: 48, statesPerSequence: 6, x87: false });
+// A dump after every unit, and after every 8th (compiled blocks then span several units).
+for (const [seed, dumpEvery] of [[1, 1], [2, 8]] as const) {
+  test(`random instruction sequences, seed ${seed}, dump every ${dumpEvery} units: oracle, interpreter and compiled blocks agree`, { skip }, () => {
+    const batch = generateBatch(seed, 30, { unitsPerSequence: 48, statesPerSequence: 6, dumpEvery, x87: false });
     const reports = findMismatches(batch).map((m) => {
       const shrunk = shrink(batch[m.sequence]!, m);
       return describe(shrunk.sequence, shrunk.mismatch);

@@ -36,7 +36,9 @@ const start = Date.now();
 let batches = 0, units = 0, instructions = 0, failures = 0;
 const seen = new Set<string>();
 for (let seed = options.seed; Date.now() - start < options.seconds * 1000; seed++) {
-  const batch = generateBatch(seed, options.sequences, { unitsPerSequence: options.units, statesPerSequence: options.states, x87: options.x87 });
+  // Every third batch dumps after every 8th unit only, so that compiled blocks span several units.
+  const dumpEvery = seed % 3 === 2 ? 8 : 1;
+  const batch = generateBatch(seed, options.sequences, { unitsPerSequence: options.units, statesPerSequence: options.states, dumpEvery, x87: options.x87 });
   let mismatches;
   try {
     mismatches = findMismatches(batch);

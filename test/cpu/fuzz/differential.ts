@@ -3,7 +3,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ORACLE, buildProgram, runEmulated } from '../user-program.js';
 import { SequenceGenerator, hex, type GeneratorOptions, type Sequence } from './generator.js';
-import { compareRun, flagMasks, programSource, runBytes, type FieldDifference } from './program.js';
+import { compareRun, dumpMasks, programSource, runBytes, type FieldDifference } from './program.js';
 import { Random } from './random.js';
 
 /**
@@ -38,7 +38,7 @@ export function generateBatch(seed: number, sequences: number, options: Generato
 
 /** Runs the batch everywhere and returns the first mismatch per engine (interpreter first). */
 export function findMismatches(sequences: readonly Sequence[], engines: readonly Engine[] = ALL_ENGINES): Mismatch[] {
-  const masks = sequences.map((s) => flagMasks(s));
+  const masks = sequences.map((s) => dumpMasks(s));
   if (masks.some((m) => m === null)) throw new Error('a sequence reads flags the instruction before it left undefined');
   const { elf, flat } = buildProgram(programSource(sequences));
   let expected: Buffer;
@@ -61,7 +61,7 @@ export function findMismatches(sequences: readonly Sequence[], engines: readonly
           found.push({ engine, sequence: s, state: k, unit: 0, differences: null });
           break outer;
         }
-        const difference = compareRun(expected, actual, offset, masks[s]!);
+        const difference = compareRun(expected, actual, offset, masks[s]!, sequences[s]!.units.length);
         if (difference) {
           found.push({ engine, sequence: s, state: k, ...difference });
           break outer;
@@ -88,8 +88,8 @@ export function shrink(sequence: Sequence, mismatch: Mismatch): { sequence: Sequ
   const engine = mismatch.engine;
   const states = [sequence.states[mismatch.state]!];
   const attempt = (units: Sequence['units']): Mismatch | null => {
-    const candidate = { states, units };
-    if (units.length === 0 || !flagMasks(candidate)) return null;
+    const candidate = { ...sequence, states, units };
+    if (units.length === 0 || !dumpMasks(candidate)) return null;
     try {
       return findMismatches([candidate], [engine])[0] ?? null;
     } catch {
@@ -120,7 +120,7 @@ export function shrink(sequence: Sequence, mismatch: Mismatch): { sequence: Sequ
       chunks = Math.min(chunks * 2, units.length);
     }
   }
-  return { sequence: { states, units }, mismatch: last };
+  return { sequence: { ...sequence, states, units }, mismatch: last };
 }
 
 const REGISTER_NAMES = ['eax', 'ecx', 'edx', 'ebx', 'esp', 'ebp', 'esi', 'edi'];

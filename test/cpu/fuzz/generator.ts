@@ -32,11 +32,14 @@ export interface InitialState {
 export interface Sequence {
   readonly states: readonly InitialState[];
   readonly units: readonly Unit[];
+  /** The state is dumped after every this many units (and after the last): 1 locates a difference best; more lets compiled blocks span units. */
+  readonly dumpEvery: number;
 }
 
 export interface GeneratorOptions {
   readonly unitsPerSequence: number;
   readonly statesPerSequence: number;
+  readonly dumpEvery: number;
   readonly x87: boolean;
 }
 
@@ -126,7 +129,7 @@ export class SequenceGenerator {
       undef = after;
       units.push({ lines: u.lines, effects: u.effects, instructions: u.instructions });
     }
-    return { states, units };
+    return { states, units, dumpEvery: this.options.dumpEvery };
   }
 
   private state(): InitialState {
