@@ -8,13 +8,12 @@ import { Random } from './random.js';
 
 /**
  * The differential tester: a batch of random sequences runs on the oracle (the host CPU or qemu-i386) and on
- * tsvm twice, interpreted and with every block compiled at once (threshold 1); the state dumps must match.
- * A mismatch is shrunk by delta debugging over the failing sequence's units (keeping the initial state it
- * failed from).
- */
-/**
- * Threshold 1 compiles every block on first entry; threshold 3 lets the interpreter run the first passes, so
- * blocks also start at loop heads and after instructions left to the interpreter, entered with live state.
+ * tsvm's engines; the state dumps must match. A mismatch is shrunk by delta debugging over the failing
+ * sequence's units (keeping the initial state it failed from).
+ *
+ * Engines: the interpreter; compiled blocks at threshold 1 (every block compiled on first entry); at threshold
+ * 3 (the interpreter runs the first passes, so blocks also start at loop heads and after instructions left to
+ * the interpreter, entered with live state).
  */
 export const ENGINES = { interpreter: false, 'compiled blocks': 1, 'compiled blocks (threshold 3)': 3 } as const;
 export type Engine = keyof typeof ENGINES;
@@ -135,8 +134,10 @@ export function describe(sequence: Sequence, mismatch: Mismatch): string {
     lines.push(`  # unit ${u}`, ...unit.lines.map((l) => '  ' + l));
   });
   if (mismatch.differences === null) lines.push('  tsvm stopped before the end of the run (fault, halt or budget)');
-  else if (mismatch.unit === sequence.units.length) lines.push('  (only buf differs at the end of the run)');
-  else for (const d of mismatch.differences) lines.push(`  ${d.field}: oracle ${hex(d.oracle)}, tsvm ${hex(d.tsvm)}`);
+  else {
+    if (mismatch.unit === sequence.units.length) lines.push('  (the registers match; buf differs at the end of the run)');
+    for (const d of mismatch.differences) lines.push(`  ${d.field}: oracle ${hex(d.oracle)}, tsvm ${hex(d.tsvm)}`);
+  }
   return lines.join('\n');
 }
 
