@@ -13,8 +13,9 @@ function parse(argv: string[]): { seconds: number; seed: number; x87: boolean; s
     if (arg === '--x87') options.x87 = true;
     else if (arg === '--seconds' || arg === '--seed' || arg === '--sequences' || arg === '--units' || arg === '--states') {
       const value = Number(argv[++i]);
-      if (!Number.isInteger(value) || value < 0) {
-        console.error(`fuzz-cpu: ${arg} needs a non-negative integer`);
+      const least = arg === '--seconds' || arg === '--seed' ? 0 : 1;
+      if (!Number.isInteger(value) || value < least) {
+        console.error(`fuzz-cpu: ${arg} needs an integer of at least ${least}`);
         process.exit(2);
       }
       options[arg.slice(2) as 'seconds' | 'seed' | 'sequences' | 'units' | 'states'] = value;
@@ -33,7 +34,7 @@ if (!ORACLE) {
 }
 console.log(`fuzz-cpu: oracle ${ORACLE.name}; seed ${options.seed}; ${options.sequences} sequences of ${options.units} units from ${options.states} initial states per batch${options.x87 ? '; x87 on' : ''}`);
 const start = Date.now();
-let batches = 0, units = 0, instructions = 0, failures = 0;
+let batches = 0, units = 0, instructions = 0, failures = 0, errors = 0;
 const seen = new Set<string>();
 for (let seed = options.seed; Date.now() - start < options.seconds * 1000; seed++) {
   // Every third batch dumps after every 8th unit only, so that compiled blocks span several units.
@@ -43,7 +44,9 @@ for (let seed = options.seed; Date.now() - start < options.seconds * 1000; seed+
   try {
     mismatches = findMismatches(batch);
   } catch (e) {
+    // The oracle rejected the program or wrote something else than expected: a generator bug.
     console.log(`seed ${seed}: ${(e as Error).message}`);
+    errors++;
     continue;
   }
   batches++;
@@ -64,6 +67,8 @@ for (let seed = options.seed; Date.now() - start < options.seconds * 1000; seed+
   }
 }
 const seconds = (Date.now() - start) / 1000;
+// Instructions count the generated ones once per initial state (loop bodies once, dumps not at all).
 console.log(`\nfuzz-cpu: ${batches} batches, ${units} units, ${instructions} instructions in ${seconds.toFixed(0)} s` +
-  ` (${(units / seconds).toFixed(0)} units/s, ${(instructions / seconds).toFixed(0)} instructions/s, each on the oracle and ${Object.keys(ENGINES).length} tsvm engines); ${failures} mismatching batch runs`);
-process.exit(failures ? 1 : 0);
+  ` (${(units / seconds).toFixed(0)} units/s, ${(instructions / seconds).toFixed(0)} instructions/s, each on the oracle and ${Object.keys(ENGINES).length} tsvm engines);` +
+  ` ${failures} mismatching engine runs${errors ? `, ${errors} batches the oracle rejected` : ''}`);
+process.exit(failures || errors ? 1 : 0);
