@@ -1,0 +1,170 @@
+import { AF, CF, OF, PF, SF, STATUS, ZF, effect } from './flags.js';
+import type { UnitBuilder } from './generator.js';
+import type { Random } from './random.js';
+
+/**
+ * x87 units: FNINIT, a control word (every precision and rounding control, exceptions masked), one or two
+ * operands (80-bit patterns including NaNs, infinities, denormals and unnormals; doubles, floats, integers,
+ * constants), one operation, then the status word after it (condition codes the SDM leaves undefined for
+ * that operation masked) in EDX, every stack register stored as 80 bits into buf[0..39], and the status word
+ * after the stores in EAX. Operands are staged in buf[64..], the control word at buf[120].
+ */
+
+const C0 = 0x100, C1 = 0x200, C2 = 0x400, C3 = 0x4000;
+/** Exception flags, stack fault, TOP: defined after every instruction. */
+const ALWAYS = 0x3f | 0x40 | 0x3800;
+const CONDITION_DEFINED = ALWAYS | C0 | C1 | C2 | C3;
+
+const hex = (v: number | bigint) => '0x' + v.toString(16);
+const SIGNIFICAND_TOP = 1n << 63n;
+
+/** An 80-bit extended value as sign, biased exponent and 64-bit significand (explicit integer bit). */
+function extended(rng: Random): [number, number, bigint] {
+  const sign = rng.below(2);
+  const random64 = () => (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
+  switch (rng.below(12)) {
+    case 0: return [sign, 0, 0n]; // zero
+    case 1: return [sign, 0x7fff, SIGNIFICAND_TOP]; // infinity
+    case 2: return [sign, 0x7fff, SIGNIFICAND_TOP | (1n << 62n) | (rng.chance(0.5) ? 0n : random64() >> 2n)]; // quiet NaN
+    case 3: return [sign, 0x7fff, SIGNIFICAND_TOP | (random64() >> 2n) | 1n]; // signalling NaN
+    case 4: return [sign, 0, random64() >> 1n]; // denormal
+    case 5: return [sign, rng.pick([1, 0x7ffe]), SIGNIFICAND_TOP | (rng.chance(0.5) ? 0n : random64() >> 1n)]; // extremes
+    case 6: return [sign, 0x3fff + rng.between(-2, 2), SIGNIFICAND_TOP]; // powers of two near 1
+    case 7: return [sign, rng.chance(0.2) ? rng.between(1, 0x7ffe) : 0x3fff + rng.between(-80, 80), random64() >> 1n]; // unnormal (invalid)
+    case 8: return [sign, 0x3fff + rng.between(-3, 66), SIGNIFICAND_TOP | (random64() >> BigInt(rng.between(1, 63)))]; // integral-ish
+    default: return [sign, 0x3fff + rng.between(-70, 70), SIGNIFICAND_TOP | (random64() >> 1n)];
+  }
+}
+
+/** A 64-bit double pattern: specials and denormals, or a random value. */
+function double(rng: Random): bigint {
+  const sign = BigInt(rng.below(2)) << 63n;
+  const fraction = (BigInt(rng.u32() & 0xfffff) << 32n) | BigInt(rng.u32());
+  switch (rng.below(6)) {
+    case 0: return sign | (0x7ffn << 52n) | (rng.chance(0.5) ? 0n : fraction); // infinity or NaN
+    case 1: return sign | (rng.chance(0.5) ? fraction : 1n); // denormal
+    case 2: return sign | (BigInt(1023 + rng.between(-5, 60)) << 52n) | (fraction >> BigInt(rng.below(52)));
+    default: return sign | (BigInt(rng.between(1, 0x7fe)) << 52n) | fraction;
+  }
+}
+
+function float(rng: Random): number {
+  const sign = rng.below(2) << 31;
+  const fraction = rng.u32() & 0x7fffff;
+  switch (rng.below(5)) {
+    case 0: return (sign | (0xff << 23) | (rng.chance(0.5) ? 0 : fraction)) >>> 0;
+    case 1: return (sign | fraction) >>> 0;
+    default: return (sign | (rng.between(1, 0xfe) << 23) | fraction) >>> 0;
+  }
+}
+
+/** Stages an operand at buf+at and loads it onto the stack. */
+function load(u: UnitBuilder, rng: Random, at: number): void {
+  const put32 = (offset: number, v: number) => u.emit(`movl $${hex(v >>> 0)}, buf+${at + offset}`);
+  switch (rng.below(7)) {
+    case 0: case 1: case 2: {
+      const [sign, exponent, significand] = extended(rng);
+      put32(0, Number(significand & 0xffffffffn));
+      put32(4, Number(significand >> 32n));
+      u.emit(`movw $${hex((sign << 15) | exponent)}, buf+${at + 8}`);
+      u.emit(`fldt buf+${at}`);
+      return;
+    }
+    case 3: {
+      const d = double(rng);
+      put32(0, Number(d & 0xffffffffn));
+      put32(4, Number(d >> 32n));
+      u.emit(`fldl buf+${at}`);
+      return;
+    }
+    case 4:
+      put32(0, float(rng));
+      u.emit(`flds buf+${at}`);
+      return;
+    case 5: {
+      const kind = rng.pick(['filds', 'fildl', 'fildll']);
+      put32(0, rng.operand());
+      put32(4, rng.chance(0.5) ? rng.operand() : 0);
+      u.emit(`${kind} buf+${at}`);
+      return;
+    }
+    default:
+      u.emit(rng.pick(['fld1', 'fldz', 'fldpi', 'fldl2e', 'fldl2t', 'fldlg2', 'fldln2']));
+  }
+}
+
+export function x87Unit(u: UnitBuilder, rng: Random): void {
+  u.emit('fninit');
+  const precision = rng.pick([0, 2, 3]);
+  const rounding = rng.below(4);
+  u.emit(`movw $${hex(0x7f | (precision << 8) | (rounding << 10))}, buf+120`);
+  u.emit('fldcw buf+120');
+  load(u, rng, 64);
+  load(u, rng, 80);
+  let depth = 2;
+  let defined = ALWAYS | C1;
+  /** Arithmetic with a memory operand staged at buf+96: float, double, 16- or 32-bit integer. */
+  const withMemory = (op: string) => {
+    const kind = rng.below(4);
+    const d = double(rng);
+    const low = kind === 0 ? Number(d & 0xffffffffn) : kind === 1 ? float(rng) : rng.operand();
+    u.emit(`movl $${hex(low >>> 0)}, buf+96`);
+    if (kind === 0) u.emit(`movl $${hex(Number(d >> 32n))}, buf+100`);
+    u.emit(`${kind >= 2 ? 'fi' + op.slice(1) : op}${kind === 0 || kind === 3 ? 'l' : 's'} buf+96`);
+  };
+  switch (rng.below(7)) {
+    case 0: case 1: {
+      const op = rng.pick(['fadd', 'fsub', 'fsubr', 'fmul', 'fdiv', 'fdivr']);
+      const form = rng.below(4);
+      if (form === 0) u.emit(`${op} %st(1), %st`);
+      else if (form === 1) u.emit(`${op} %st, %st(1)`);
+      else if (form === 2) { u.emit(`${op}p %st, %st(1)`); depth = 1; }
+      else withMemory(op);
+      break;
+    }
+    case 2: {
+      const op = rng.pick(['fsqrt', 'fabs', 'fchs', 'frndint', 'fscale', 'fxtract', 'fprem', 'fprem1', 'fxch']);
+      u.emit(op);
+      if (op === 'fxtract') depth = 3;
+      if (op === 'fprem' || op === 'fprem1') defined = CONDITION_DEFINED;
+      break;
+    }
+    case 3: {
+      const op = rng.pick(['fcom', 'fcomp', 'fcompp', 'fucom', 'fucomp', 'fucompp', 'ftst', 'fxam']);
+      u.emit(op === 'ftst' || op === 'fxam' || op.endsWith('pp') ? op : `${op} %st(1)`);
+      depth -= op.endsWith('pp') ? 2 : op.endsWith('p') ? 1 : 0;
+      defined = CONDITION_DEFINED;
+      break;
+    }
+    case 4: {
+      const op = rng.pick(['fcomi', 'fucomi', 'fcomip', 'fucomip']);
+      u.emit(`${op} %st(1), %st`, effect(0, ZF | PF | CF, OF | SF | AF));
+      if (op.endsWith('p')) depth = 1;
+      defined = CONDITION_DEFINED;
+      // The EFLAGS it set into ECX before the status word's AND replaces them: ZF, PF, CF (the SDM has OF, SF
+      // and AF cleared; qemu-i386 leaves them as they were).
+      u.emit('pushfl', effect(ZF | PF | CF, 0));
+      u.emit('popl %ecx');
+      u.emit(`andl $${hex(ZF | PF | CF)}, %ecx`, effect(0, STATUS));
+      break;
+    }
+    case 5: {
+      // Conversions on store: integers (rounding, overflow to the indefinite value) and narrower floats.
+      const op = rng.pick(['fists', 'fistl', 'fistps', 'fistpl', 'fistpll', 'fisttpl', 'fisttpll', 'fsts', 'fstl', 'fstps', 'fstpl']);
+      u.emit(`${op} buf+40`);
+      if (op.includes('p')) depth = 1;
+      break;
+    }
+    default: {
+      const op = rng.pick(['fcmovb', 'fcmove', 'fcmovbe', 'fcmovu', 'fcmovnb', 'fcmovne', 'fcmovnbe', 'fcmovnu']);
+      u.emit(`cmpl $${hex(rng.operand())}, %ebx`, effect(0, STATUS));
+      u.emit(`${op} %st(1), %st`, effect(CF | ZF | PF, 0));
+    }
+  }
+  u.emit('fnstsw %ax');
+  u.emit(`andl $${hex(defined)}, %eax`, effect(0, STATUS));
+  u.emit('movl %eax, %edx');
+  for (let i = 0; i < depth; i++) u.emit(`fstpt buf+${i * 10}`);
+  u.emit('fnstsw %ax');
+  u.emit(`andl $${hex(ALWAYS | C1)}, %eax`, effect(0, STATUS));
+}
