@@ -51,7 +51,7 @@ export class Machine {
       requestPowerOff: () => this.request('poweroff'),
       wake: () => this.runner?.wake(),
     });
-    this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event), () => this.pc.ioPending());
+    this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event), () => this.pc.ioPending(), config.icount ?? null);
   }
 
   static async create(config: MachineConfig): Promise<Machine> {

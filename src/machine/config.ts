@@ -11,6 +11,8 @@ export type SerialConfig =
   /** The console is the API's stream (Machine.console); nothing on the host's terminal. */
   | { kind: 'api' };
 
+import type { IcountConfig } from '../base/clock.js';
+
 export type Accelerator = 'tcg' | 'kvm';
 
 export interface DriveConfig {
@@ -57,7 +59,14 @@ export interface MachineConfig {
   pidfile?: string;
   /** Start with the CPU stopped (-S). */
   startPaused: boolean;
+  /** The deterministic mode (-icount): guest time from the instruction count; the RTC starts at rtcBase. */
+  icount?: IcountConfig;
+  /** The RTC's date at power-on, seconds since the epoch (-rtc base=); the host's clock unless given. */
+  rtcBase?: number;
 }
+
+/** The RTC's start in the deterministic mode unless -rtc base= says otherwise: runs must not depend on the host's date. */
+export const ICOUNT_RTC_BASE = Date.UTC(2025, 0, 1) / 1000;
 
 export const DEFAULT_MEMORY_BYTES = 128 * 2 ** 20;
 /** The emulated CPU addresses guest RAM with 32-bit signed indexes; this bound keeps RAM below the PCI hole. */

@@ -28,7 +28,7 @@ import { TimerQueue } from '../devices/timer-queue.js';
 import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
-import type { MachineConfig } from './config.js';
+import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
 
 /** COM1..COM4 port bases and IRQs. */
@@ -88,9 +88,13 @@ export class PcMachine {
       clock: this.clock,
       onFerr: (level) => this.pic.setIrq(13, level),
     });
+    if (config.icount) {
+      const executing = cpu;
+      this.clock.useInstructionCount(() => executing.executedInstructions(), config.icount.shift);
+    }
     const irq = (n: number) => this.pic.irqLine(n);
     this.devices.push(this.pic, new Pit8254(this.io, irq(0), this.timers));
-    this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers);
+    this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers, config.rtcBase ?? (config.icount ? ICOUNT_RTC_BASE : undefined));
     this.devices.push(this.rtc);
     config.serials.forEach((_, i) => {
       if (i >= SERIAL_PORTS.length) throw new TsvmError(`too many serial ports (at most ${SERIAL_PORTS.length})`);

@@ -146,7 +146,10 @@ export class X86Cpu implements Stateful, IntrPin {
   private interruptShadow = false;
   /** Set whenever the run loop must look at events before the next instruction (see serviceEvents). */
   private attention = false;
+  /** Instructions executed by finished run() calls. */
   instructionCount = 0;
+  /** Instructions the current run() call has executed before the block or instruction now running. */
+  private runProgress = 0;
   private tscOffset = 0;
   private sysenterCs = 0;
   private sysenterEsp = 0;
@@ -3509,6 +3512,7 @@ export class X86Cpu implements Stateful, IntrPin {
             last = null;
             if (this.serviceEvents()) {
               this.instructionCount += n;
+              this.runProgress = 0;
               return n;
             }
           }
@@ -3520,6 +3524,7 @@ export class X86Cpu implements Stateful, IntrPin {
               this.fetchEipHi = last.nextFetchHi;
               this.fetchDelta = last.nextFetchDelta;
               last = block;
+              this.runProgress = n;
               n += block.run();
               continue;
             }
@@ -3541,12 +3546,14 @@ export class X86Cpu implements Stateful, IntrPin {
                   last.nextFetchDelta = this.fetchDelta;
                 }
                 last = block;
+                this.runProgress = n;
                 n += block.run();
                 continue;
               }
             }
           }
           last = null;
+          this.runProgress = n;
           this.step();
           n++;
         }
@@ -3560,7 +3567,16 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     this.instructionCount += n;
+    this.runProgress = 0;
     return n;
+  }
+
+  /**
+   * Instructions executed so far, counting the current run() call up to the start of the block or instruction
+   * now running: a device reading it during an instruction gets the same value on every run of the same guest.
+   */
+  executedInstructions(): number {
+    return this.instructionCount + this.runProgress;
   }
 
   /**
