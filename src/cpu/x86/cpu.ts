@@ -121,6 +121,8 @@ export class X86Cpu implements Stateful, IntrPin {
   private readonly ramSize: number;
   private readonly tlbRead = new Int32Array(1 << 20);
   private readonly tlbWrite = new Int32Array(1 << 20);
+  /** 1 for each 4 MiB linear region some of whose 4 KiB entries came from a 4 MiB page (INVLPG drops them all). */
+  private readonly tlbLargeRegions = new Uint8Array(1 << 10);
   private readonly tlbFilled = new Int32Array(TLB_LIST_SIZE);
   private tlbCount = 0;
   /** TLB_USER at CPL 3, else TLB_SUPERVISOR. */
@@ -487,12 +489,20 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     this.tlbCount = 0;
+    this.tlbLargeRegions.fill(0);
     this.invalidateFetch();
   }
 
+  /** INVLPG: the entry for `linear`'s page; for a 4 MiB page, the entries of all its 4 KiB parts. */
   private invalidatePage(linear: number): void {
-    this.tlbRead[linear >>> 12] = 0;
-    this.tlbWrite[linear >>> 12] = 0;
+    const region = linear >>> 22;
+    if (this.tlbLargeRegions[region] !== 0) {
+      this.tlbRead.fill(0, region << 10, (region + 1) << 10);
+      this.tlbWrite.fill(0, region << 10, (region + 1) << 10);
+    } else {
+      this.tlbRead[linear >>> 12] = 0;
+      this.tlbWrite[linear >>> 12] = 0;
+    }
     this.invalidateFetch();
   }
 
@@ -540,6 +550,7 @@ export class X86Cpu implements Stateful, IntrPin {
         const newPde = pde | 0x20 | (write ? 0x40 : 0);
         if (newPde !== pde) this.physWrite32(pdeAddr, newPde);
         phys = ((pde & 0xffc00000) | (linear & 0x3ff000)) & this.a20Mask;
+        this.tlbLargeRegions[linear >>> 22] = 1;
       } else {
         const pteAddr = (pde & PAGE_MASK) | ((linear >>> 10) & 0xffc);
         const pte = this.physRead32(pteAddr);
