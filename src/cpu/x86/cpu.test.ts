@@ -247,6 +247,104 @@ idtr:
   }
 });
 
+test('a page fault in REP MOVS after ESI/EDI came from an earlier block copies nothing past the destination (Debian installer slab corruption)', { skip }, () => {
+  // The shape of Linux's copy_from_user: the caller sets ESI/EDI, the copy routine (another block) sets ECX and
+  // runs REP MOVSB, the source's second page is not present. A compiled block once put back only the registers
+  // it had written itself (ECX) after the fault, leaving ESI/EDI advanced: the restarted copy ran the whole count
+  // from the middle and overwrote the 8 bytes after the 16-byte destination (the next slab object's free pointer).
+  const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+  lidt idtr
+  cld
+  movl $0x2ffff8, %edi                  # source: 16 bytes 0x11.. straddling into page 0x300000
+  movl $16, %ecx
+  movb $0x11, %al
+1: stosb
+  incb %al
+  loop 1b
+  movl $0x200000, %edi                  # destination 16 bytes, then 16 guard bytes 0xee
+  movl $32, %ecx
+  movb $0xee, %al
+  rep stosb
+  movl $0x100000, %edi
+  movl $1024, %ecx
+  xorl %eax, %eax
+  rep stosl
+  movl $0x101003, 0x100000
+  movl $0x101000, %edi
+  movl $0x3, %eax
+  movl $1024, %ecx
+2: stosl
+  addl $0x1000, %eax
+  loop 2b
+  movl $0, 0x101000 + (0x300 * 4)       # 0x300000 not present
+  movl $0x100000, %eax
+  movl %eax, %cr3
+  movl %cr0, %eax
+  orl $0x80010000, %eax
+  movl %eax, %cr0
+  movl $0x2ffff8, %esi
+  movl $0x200000, %edi
+  call copy16
+  movl $0x200000, %esi
+  movl $8, %ecx
+3: lodsl
+  call print_hex
+  loop 3b
+  hlt
+pf_handler:
+  addl $4, %esp
+  movl $0x300003, 0x101000 + (0x300 * 4)
+  invlpg 0x300000
+  iretl
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+  .p2align 3
+idt:
+  .fill 14, 8, 0
+  .word pf_handler, 0x08, 0x8e00, 0
+idtr:
+  .word 15*8-1
+  .long idt
+  .p2align 12
+copy16:                                 # its own page: its own block, where ESI/EDI are not written
+  movl $16, %ecx
+  rep movsb
+  ret
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '14131211 18171615 1c1b1a19 201f1e1d eeeeeeee eeeeeeee eeeeeeee eeeeeeee ', `jit ${jit}`);
+  }
+});
+
 test('INVLPG of an address in a 4 MiB page drops the translations of the whole page (PSE)', { skip }, () => {
   // Linear 0x400000-0x7fffff is one 4 MiB page, first onto physical 4 MiB, then remapped onto physical 8 MiB
   // (pre-filled differently). After INVLPG of its first byte, a read at 0x401000 (another 4 KiB part of the
