@@ -15,18 +15,9 @@ import { TSVM, runUntil } from './guest-helpers.js';
  */
 const BOOTS = Number(process.env.TSVM_DI_BOOTS ?? 3);
 
-function whyNot(): string | null {
+test(`Debian's installer boots to its first screen ${BOOTS} times in a row with no kernel oops`, { timeout: BOOTS * 960_000 }, async (t) => {
   const missing = missingInstallerTools();
-  if (missing.length) return `needs ${missing.join(', ')}`;
-  if (spawnSync('apt-cache', ['policy', 'debian-installer-12-netboot-i386'], { encoding: 'utf8' }).stdout?.includes('Candidate: (none)') !== false) {
-    return 'apt knows no debian-installer-12-netboot-i386';
-  }
-  return null;
-}
-
-test(`Debian's installer boots to its first screen ${BOOTS} times in a row with no kernel oops`, { timeout: BOOTS * 600_000 }, async (t) => {
-  const reason = whyNot();
-  if (reason) return t.skip(reason);
+  if (missing.length) return t.skip(`needs ${missing.join(', ')}`);
   let iso: string;
   try {
     iso = buildDebianInstallerCd({ onProgress: (l) => process.stderr.write(`# ${l}\n`) }).iso;
@@ -39,12 +30,12 @@ test(`Debian's installer boots to its first screen ${BOOTS} times in a row with 
     spawnSync(process.execPath, [join(TSVM, '..', '..', '..', 'bin', 'tsvm-img.js'), 'create', '-f', 'qcow2', disk, '2G'], { stdio: 'ignore' });
     for (let boot = 1; boot <= BOOTS; boot++) {
       const r = await runUntil(process.execPath, ['--v8-pool-size=1', TSVM, '-no-acpi', '-m', '256', '-cdrom', iso, '-hda', disk, '-boot', 'd', '-nographic'],
-        (text) => text.includes(DEBIAN_INSTALLER_FIRST_SCREEN) || KERNEL_FAILURE.test(text), 480_000);
+        (text) => text.includes(DEBIAN_INSTALLER_FIRST_SCREEN) || KERNEL_FAILURE.test(text), 900_000);
       const output = r.output;
       const failure = KERNEL_FAILURE.exec(output);
       const at = failure ? output.slice(Math.max(0, failure.index - 200), failure.index + 1500) : output.slice(-1500);
       assert.equal(failure, null, `boot ${boot}: the kernel failed:\n${at}`);
-      assert.ok(output.includes(DEBIAN_INSTALLER_FIRST_SCREEN), `boot ${boot}: no first screen after 8 minutes:\n${at}`);
+      assert.ok(output.includes(DEBIAN_INSTALLER_FIRST_SCREEN), `boot ${boot}: no first screen after 15 minutes:\n${at}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

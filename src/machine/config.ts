@@ -3,6 +3,8 @@
  * produce one of these; the machine is built from it and from nothing else.
  */
 
+import type { IcountConfig } from '../base/clock.js';
+
 export type SerialConfig =
   | { kind: 'stdio' }
   | { kind: 'file'; path: string }
@@ -10,8 +12,6 @@ export type SerialConfig =
   | { kind: 'none' }
   /** The console is the API's stream (Machine.console); nothing on the host's terminal. */
   | { kind: 'api' };
-
-import type { IcountConfig } from '../base/clock.js';
 
 export type Accelerator = 'tcg' | 'kvm';
 
