@@ -15,7 +15,7 @@ import { TSVM, runUntil } from './guest-helpers.js';
  */
 const BOOTS = Number(process.env.TSVM_DI_BOOTS ?? 3);
 
-test(`Debian's installer boots to its first screen ${BOOTS} times in a row with no kernel oops`, { timeout: BOOTS * 960_000 }, async (t) => {
+test(`Debian's installer boots to its first screen ${BOOTS} time(s) in a row with no kernel oops`, { timeout: BOOTS * 960_000 }, async (t) => {
   const missing = missingInstallerTools();
   if (missing.length) return t.skip(`needs ${missing.join(', ')}`);
   let iso: string;
