@@ -57,10 +57,10 @@ export function runConsole(command: string, args: string[], input: string, after
 export const TSVM = fileURLToPath(new URL('../src/cli/tsvm.js', import.meta.url));
 
 /**
- * Runs a VM process until `done()` holds (polled; e.g. a log file shows a line) or `timeoutMs` passes, then
- * kills it. Resolves with its stdout/stderr and whether it timed out.
+ * Runs a VM process until `done(output so far)` holds (polled; e.g. a log file shows a line) or `timeoutMs`
+ * passes, then kills it. Resolves with its stdout/stderr and whether it timed out.
  */
-export function runUntil(command: string, args: string[], done: () => boolean, timeoutMs: number): Promise<{ output: string; timedOut: boolean; status: number | null }> {
+export function runUntil(command: string, args: string[], done: (output: string) => boolean, timeoutMs: number): Promise<{ output: string; timedOut: boolean; status: number | null }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -70,7 +70,7 @@ export function runUntil(command: string, args: string[], done: () => boolean, t
     const check = () => {
       let ok = false;
       try {
-        ok = done();
+        ok = done(output);
       } catch {
         // The log file may not exist yet.
       }

@@ -59,7 +59,7 @@ export class Machine {
         this.pc.cpu.requestExit();
       },
     });
-    this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event), () => this.pc.ioPending());
+    this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, (event) => this.onCpuEvent(event), () => this.pc.ioPending(), config.icount ?? null);
   }
 
   static async create(config: MachineConfig): Promise<Machine> {

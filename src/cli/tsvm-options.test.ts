@@ -44,3 +44,19 @@ test('-device isa-debug-exit: QEMU defaults and properties; other devices are re
   assert.throws(() => parseTsvmArgs(['-device', 'e1000']), /-device e1000: unsupported device \(supported: isa-debug-exit\)/);
   assert.throws(() => parseTsvmArgs(['-device', 'isa-debug-exit,iosize=8']), /bad or unknown property 'iosize'/);
 });
+
+test('-icount and -rtc base as in QEMU', () => {
+  assert.deepEqual(parseTsvmArgs(['-icount', 'shift=3,sleep=off']).config.icount, { shift: 3, sleep: false });
+  assert.deepEqual(parseTsvmArgs(['-icount', '5']).config.icount, { shift: 5, sleep: true });
+  assert.equal(parseTsvmArgs([]).config.icount, undefined);
+  assert.equal(parseTsvmArgs(['-rtc', 'base=2020-02-03T04:05:06']).config.rtcBase, Date.UTC(2020, 1, 3, 4, 5, 6) / 1000);
+  assert.equal(parseTsvmArgs(['-rtc', 'base=utc,clock=host']).config.rtcBase, undefined);
+  for (const [args, message] of [
+    [['-icount', 'shift=auto'], /^-icount shift=auto: shift must be a number from 0 to 10$/],
+    [['-icount', 'shift=1,align=on'], /^-icount shift=1,align=on: unknown parameter 'align'/],
+    [['-icount', 'sleep=maybe'], /^-icount/],
+    [['-rtc', 'base=yesterday'], /^-rtc base=yesterday: base must be utc or YYYY-MM-DD/],
+  ] as [string[], RegExp][]) {
+    assert.throws(() => parseTsvmArgs(args), { message });
+  }
+});

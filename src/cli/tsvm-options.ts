@@ -1,3 +1,4 @@
+import type { IcountConfig } from '../base/clock.js';
 import { TsvmError } from '../base/errors.js';
 import {
   type DriveConfig,
@@ -39,6 +40,8 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['name'], takesValue: true, help: 'guest name' },
   { names: ['pidfile'], takesValue: true, help: 'write the process id to this file' },
   { names: ['S'], takesValue: false, help: 'do not start the CPU (continue from the monitor)' },
+  { names: ['icount'], takesValue: true, help: 'deterministic: shift=N[,sleep=on|off] (each instruction is 2^N ns of guest time)' },
+  { names: ['rtc'], takesValue: true, help: 'base=utc|YYYY-MM-DD[THH:MM:SS] (the RTC date at power-on)' },
 ];
 
 export interface TsvmInvocation {
@@ -99,6 +102,41 @@ function parseDrive(text: string): DriveConfig {
   if (!drive.file) throw new TsvmError(`-drive ${text}: missing file=`);
   if (drive.media === 'cdrom') drive.readOnly = true;
   return drive;
+}
+
+/** QEMU's `-icount [shift=]N[,sleep=on|off]` (shift=auto and align are not offered: they follow the host). */
+function parseIcount(text: string): IcountConfig {
+  const icount: IcountConfig = { shift: 0, sleep: true };
+  for (const [k, v] of parseKeyValueList(text, 'shift')) {
+    if (k === 'shift') {
+      if (!/^\d+$/.test(v) || Number(v) > 10) throw new TsvmError(`-icount ${text}: shift must be a number from 0 to 10`);
+      icount.shift = Number(v);
+    } else if (k === 'sleep') {
+      icount.sleep = parseOnOff('-icount', k, v);
+    } else {
+      throw new TsvmError(`-icount ${text}: unknown parameter '${k}' (shift=N,sleep=on|off)`);
+    }
+  }
+  return icount;
+}
+
+/** `-rtc base=utc|DATE`: seconds since the epoch, or undefined for the host's clock. */
+function parseRtcBase(text: string): number | undefined {
+  let base: number | undefined;
+  for (const [k, v] of parseKeyValueList(text, 'base')) {
+    if (k === 'base') {
+      if (v === 'utc') base = undefined;
+      else {
+        const m = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2}))?$/.exec(v);
+        const ms = m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] ?? 0), +(m[5] ?? 0), +(m[6] ?? 0)) : NaN;
+        if (!Number.isFinite(ms)) throw new TsvmError(`-rtc ${text}: base must be utc or YYYY-MM-DD[THH:MM:SS]`);
+        base = ms / 1000;
+      }
+    } else if (k !== 'clock' && k !== 'driftfix') {
+      throw new TsvmError(`-rtc ${text}: unknown parameter '${k}'`);
+    }
+  }
+  return base;
 }
 
 function parseBoot(text: string, config: MachineConfig): void {
@@ -211,6 +249,8 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
       case 'name': config.name = parseKeyValueList(v, 'guest')[0]?.[1]; break;
       case 'pidfile': config.pidfile = v; break;
       case 'S': config.startPaused = true; break;
+      case 'icount': config.icount = parseIcount(v); break;
+      case 'rtc': config.rtcBase = parseRtcBase(v); break;
     }
   }
   if (config.initrd && !config.kernel) throw new TsvmError('-initrd requires -kernel');

@@ -3,6 +3,8 @@
  * produce one of these; the machine is built from it and from nothing else.
  */
 
+import type { IcountConfig } from '../base/clock.js';
+
 export type SerialConfig =
   | { kind: 'stdio' }
   | { kind: 'file'; path: string }
@@ -59,7 +61,14 @@ export interface MachineConfig {
   pidfile?: string;
   /** Start with the CPU stopped (-S). */
   startPaused: boolean;
+  /** The deterministic mode (-icount): guest time from the instruction count; the RTC starts at rtcBase. */
+  icount?: IcountConfig;
+  /** The RTC's date at power-on, seconds since the epoch (-rtc base=); the host's clock unless given. */
+  rtcBase?: number;
 }
+
+/** The RTC's start in the deterministic mode unless -rtc base= says otherwise: runs must not depend on the host's date. */
+export const ICOUNT_RTC_BASE = Date.UTC(2025, 0, 1) / 1000;
 
 export const DEFAULT_MEMORY_BYTES = 128 * 2 ** 20;
 /** The emulated CPU addresses guest RAM with 32-bit signed indexes; this bound keeps RAM below the PCI hole. */

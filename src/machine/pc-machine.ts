@@ -33,7 +33,7 @@ import { TimerQueue } from '../devices/timer-queue.js';
 import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
-import type { MachineConfig } from './config.js';
+import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
 
 /** COM1..COM4 port bases and IRQs. */
@@ -105,9 +105,13 @@ export class PcMachine {
       apic: this.lapic,
       onFerr: (level) => this.setIsaIrq(13, level),
     });
+    if (config.icount) {
+      const executing = cpu;
+      this.clock.useInstructionCount(() => executing.executedInstructions(), config.icount.shift);
+    }
     const irq = (n: number) => ({ set: (level: boolean) => this.setIsaIrq(n, level) });
     this.devices.push(this.pic, this.lapic, this.ioApic, new Pit8254(this.io, irq(0), this.timers));
-    this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers);
+    this.rtc = new Mc146818Rtc(this.io, irq(8), this.timers, config.rtcBase ?? (config.icount ? ICOUNT_RTC_BASE : undefined));
     this.devices.push(this.rtc);
     config.serials.forEach((_, i) => {
       if (i >= SERIAL_PORTS.length) throw new TsvmError(`too many serial ports (at most ${SERIAL_PORTS.length})`);

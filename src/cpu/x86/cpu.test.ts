@@ -154,6 +154,264 @@ idtr:
   }
 });
 
+test('a page fault in the middle of REP MOVS keeps the elements moved (overlapping copy, page fault on the source)', { skip }, () => {
+  // 32 bytes 0..31 at 0x2ffff0 straddle a page boundary; page 0x300000 is not present at first. REP MOVSB shifts
+  // them down by one (ESI = EDI + 1, forwards): the 16th element faults on the source, the handler maps the
+  // page, and the copy goes on from where it stopped (ECX/ESI/EDI keep their progress). Restarting from the first
+  // element instead would copy bytes the first part already overwrote. The same in a compiled block, where the
+  // REP MOVS is left to the interpreter after MOV ECX/ESI/EDI held in the block's locals.
+  const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+  lidt idtr
+  cld
+  movl $0x2ffff0, %edi
+  xorl %eax, %eax
+1: stosb
+  incb %al
+  cmpb $32, %al
+  jne 1b
+  movl $0x100000, %edi
+  movl $1024, %ecx
+  xorl %eax, %eax
+  rep stosl
+  movl $0x101003, 0x100000
+  movl $0x101000, %edi
+  movl $0x3, %eax
+  movl $1024, %ecx
+2: stosl
+  addl $0x1000, %eax
+  loop 2b
+  movl $0, 0x101000 + (0x300 * 4)       # 0x300000 not present
+  movl $0x100000, %eax
+  movl %eax, %cr3
+  movl %cr0, %eax
+  orl $0x80010000, %eax
+  movl %eax, %cr0
+  movl $31, %ecx
+  movl $0x2ffff1, %esi
+  movl $0x2ffff0, %edi
+  rep movsb
+  movl %ecx, %eax
+  call print_hex
+  movl $0x2ffff0, %esi
+  movl $8, %ecx
+3: lodsl
+  call print_hex
+  loop 3b
+  hlt
+pf_handler:
+  addl $4, %esp
+  movl $0x300003, 0x101000 + (0x300 * 4)
+  invlpg 0x300000
+  iretl
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+  .p2align 3
+idt:
+  .fill 14, 8, 0
+  .word pf_handler, 0x08, 0x8e00, 0
+idtr:
+  .word 15*8-1
+  .long idt
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '00000000 04030201 08070605 0c0b0a09 100f0e0d 14131211 18171615 1c1b1a19 1f1f1e1d ', `jit ${jit}`);
+  }
+});
+
+test('a page fault in REP MOVS after ESI/EDI came from an earlier block copies nothing past the destination (Debian installer slab corruption)', { skip }, () => {
+  // The shape of Linux's copy_from_user: the caller sets ESI/EDI, the copy routine (another block) sets ECX and
+  // runs REP MOVSB, the source's second page is not present. A compiled block once put back only the registers
+  // it had written itself (ECX) after the fault, leaving ESI/EDI advanced: the restarted copy ran the whole count
+  // from the middle and overwrote the 8 bytes after the 16-byte destination (the next slab object's free pointer).
+  const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+  lidt idtr
+  cld
+  movl $0x2ffff8, %edi                  # source: 16 bytes 0x11.. straddling into page 0x300000
+  movl $16, %ecx
+  movb $0x11, %al
+1: stosb
+  incb %al
+  loop 1b
+  movl $0x200000, %edi                  # destination 16 bytes, then 16 guard bytes 0xee
+  movl $32, %ecx
+  movb $0xee, %al
+  rep stosb
+  movl $0x100000, %edi
+  movl $1024, %ecx
+  xorl %eax, %eax
+  rep stosl
+  movl $0x101003, 0x100000
+  movl $0x101000, %edi
+  movl $0x3, %eax
+  movl $1024, %ecx
+2: stosl
+  addl $0x1000, %eax
+  loop 2b
+  movl $0, 0x101000 + (0x300 * 4)       # 0x300000 not present
+  movl $0x100000, %eax
+  movl %eax, %cr3
+  movl %cr0, %eax
+  orl $0x80010000, %eax
+  movl %eax, %cr0
+  movl $0x2ffff8, %esi
+  movl $0x200000, %edi
+  call copy16
+  movl $0x200000, %esi
+  movl $8, %ecx
+3: lodsl
+  call print_hex
+  loop 3b
+  hlt
+pf_handler:
+  addl $4, %esp
+  movl $0x300003, 0x101000 + (0x300 * 4)
+  invlpg 0x300000
+  iretl
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+  .p2align 3
+idt:
+  .fill 14, 8, 0
+  .word pf_handler, 0x08, 0x8e00, 0
+idtr:
+  .word 15*8-1
+  .long idt
+  .p2align 12
+copy16:                                 # its own page: its own block, where ESI/EDI are not written
+  movl $16, %ecx
+  rep movsb
+  ret
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '14131211 18171615 1c1b1a19 201f1e1d eeeeeeee eeeeeeee eeeeeeee eeeeeeee ', `jit ${jit}`);
+  }
+});
+
+test('INVLPG of an address in a 4 MiB page drops the translations of the whole page (PSE)', { skip }, () => {
+  // Linear 0x400000-0x7fffff is one 4 MiB page, first onto physical 4 MiB, then remapped onto physical 8 MiB
+  // (pre-filled differently). After INVLPG of its first byte, a read at 0x401000 (another 4 KiB part of the
+  // page, cached in the TLB by the first read) must see the new mapping, as on hardware, where the TLB holds
+  // one entry for the whole page.
+  const code = assembleFlat(`
+  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+  movl $0x11111111, 0x401000
+  movl $0x22222222, 0x801000
+  # page directory at 0x100000: 0-4 MiB and 4-8 MiB identity-mapped with 4 MiB pages
+  movl $0x100000, %edi
+  movl $1024, %ecx
+  xorl %eax, %eax
+  rep stosl
+  movl $0x000083, 0x100000
+  movl $0x400083, 0x100004
+  movl %cr4, %eax
+  orl $0x10, %eax                       # PSE
+  movl %eax, %cr4
+  movl $0x100000, %eax
+  movl %eax, %cr3
+  movl %cr0, %eax
+  orl $0x80000000, %eax
+  movl %eax, %cr0
+  movl 0x401000, %eax
+  call print_hex
+  movl $0x800083, 0x100004              # linear 4 MiB now onto physical 8 MiB
+  invlpg 0x400000
+  movl 0x401000, %eax
+  call print_hex
+  hlt
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+`, 0x8000);
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(16 * 2 ** 20, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, '11111111 22222222 ');
+  }
+});
+
 test('privilege changes: IRET to ring 3, INT through a gate with the TSS stack, call gate, I/O bitmap, #GP, SYSENTER/SYSEXIT', { skip }, () => {
   const code = assembleFlat(`
   .code16

@@ -183,7 +183,10 @@ export class X86Cpu implements Stateful, IntrPin {
   private softwareInterrupted = false;
   /** Set whenever the run loop must look at events before the next instruction (see serviceEvents). */
   private attention = false;
+  /** Instructions executed by finished run() calls. */
   instructionCount = 0;
+  /** Instructions the current run() call has executed before the block or instruction now running. */
+  private runProgress = 0;
   private tscOffset = 0;
   private sysenterCs = 0;
   private sysenterEsp = 0;
@@ -3789,6 +3792,7 @@ export class X86Cpu implements Stateful, IntrPin {
             last = null;
             if (this.serviceEvents()) {
               this.instructionCount += n;
+              this.runProgress = 0;
               return n;
             }
             if (this.debugStepping) {
@@ -3805,6 +3809,7 @@ export class X86Cpu implements Stateful, IntrPin {
               this.fetchEipHi = last.nextFetchHi;
               this.fetchDelta = last.nextFetchDelta;
               last = block;
+              this.runProgress = n;
               n += block.run();
               continue;
             }
@@ -3826,12 +3831,14 @@ export class X86Cpu implements Stateful, IntrPin {
                   last.nextFetchDelta = this.fetchDelta;
                 }
                 last = block;
+                this.runProgress = n;
                 n += block.run();
                 continue;
               }
             }
           }
           last = null;
+          this.runProgress = n;
           this.step();
           n++;
         }
@@ -3845,7 +3852,16 @@ export class X86Cpu implements Stateful, IntrPin {
       }
     }
     this.instructionCount += n;
+    this.runProgress = 0;
     return n;
+  }
+
+  /**
+   * Instructions executed so far, counting the current run() call up to the start of the block or instruction
+   * now running: a device reading it during an instruction gets the same value on every run of the same guest.
+   */
+  executedInstructions(): number {
+    return this.instructionCount + this.runProgress;
   }
 
   /**

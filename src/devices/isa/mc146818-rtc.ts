@@ -22,7 +22,8 @@ export class Mc146818Rtc implements Device {
   private readonly periodic: Timer;
   private readonly update: Timer;
 
-  constructor(io: PortIoBus, private readonly irq: IrqLine, private readonly timers: TimerQueue) {
+  /** `startEpochSeconds`: the date at power-on (QEMU's `-rtc base=`), the host's clock unless given. */
+  constructor(io: PortIoBus, private readonly irq: IrqLine, private readonly timers: TimerQueue, startEpochSeconds = Date.now() / 1000) {
     this.periodic = timers.createTimer('rtc-periodic', (now) => this.onPeriodic(now));
     this.update = timers.createTimer('rtc-update', (now) => this.onUpdate(now));
     io.register(0x70, 2, {
@@ -35,7 +36,7 @@ export class Mc146818Rtc implements Device {
     this.nvram[REG_A] = 0x26;
     this.nvram[REG_B] = B_24H;
     this.nvram[REG_D] = 0x80;
-    this.epochOffsetSeconds = Date.now() / 1000 - this.guestSeconds();
+    this.epochOffsetSeconds = startEpochSeconds - this.guestSeconds();
   }
 
   reset(): void {

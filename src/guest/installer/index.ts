@@ -2,3 +2,4 @@
 export * from './installer-cd.js';
 export * from './install-flow.js';
 export { patchBootCode, readBootCode } from './grub-boot-code.js';
+export * from './debian-installer-cd.js';

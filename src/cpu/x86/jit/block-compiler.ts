@@ -183,9 +183,13 @@ function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; e
   const out = lines.map((line) => {
     const l = line.replace(/\br\[(\d)\]/g, (all, k: string) => (cached.has(Number(k)) ? `r${k}` : all));
     if (!l.startsWith(USES_REGISTERS)) return l;
-    // What the helper leaves in the register file stands: the locals take it before the finally stores them.
-    const call = l.slice(USES_REGISTERS.length);
-    return call.includes('return') ? `${store} ${call.replace(/\breturn\b/, `${load} return`)}` : `${store} ${call} ${load}`;
+    // What the helper leaves in the register file stands: the locals take it before the finally stores them,
+    // also when it faults: the interpreter's REP string loop keeps the progress of the elements it moved.
+    const statement = l.slice(USES_REGISTERS.length);
+    const ret = statement.search(/\breturn\b/);
+    const call = ret < 0 ? statement : statement.slice(0, ret);
+    const after = ret < 0 ? '' : ` ${statement.slice(ret)}`;
+    return `${store} try { ${call} } catch (err) { ${load} throw err; } ${load}${after}`;
   });
   return { lines: out, prologue: `let ${[...cached].map((k) => `r${k} = r[${k}]`).join(', ')};`, epilogue: store };
 }
