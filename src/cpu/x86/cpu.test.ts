@@ -3,6 +3,27 @@ import assert from 'node:assert/strict';
 import { HAVE_BINUTILS, assembleFlat } from './testing/assemble.js';
 import { BareMachine } from './testing/bare-machine.js';
 
+/** Real-mode start: loads `gdtr` (the program's), enters flat 32-bit protected mode at `pm` with a stack at 0x90000. */
+const ENTER_PROTECTED_MODE = `  .code16
+  .globl _start
+_start:
+  cli
+  xorw %ax, %ax
+  movw %ax, %ds
+  lgdtl gdtr
+  movl %cr0, %eax
+  orl $1, %eax
+  movl %eax, %cr0
+  ljmpl $0x08, $pm
+  .code32
+pm:
+  movw $0x10, %ax
+  movw %ax, %ds
+  movw %ax, %es
+  movw %ax, %ss
+  movl $0x90000, %esp
+`;
+
 const skip = HAVE_BINUTILS ? false : 'GNU binutils (as, ld, objcopy) are not installed';
 
 /** 32-bit routine: prints EAX as 8 hex digits and a space on port 0xE9 (clobbers nothing). */
@@ -67,25 +88,7 @@ test('protected mode entry, paging, and a page fault with its error code and CR2
   // first 4 MiB with 4 KiB pages (page 0x300000 not present, page 0x301000 read-only), enable CR0.WP, and
   // take #PF on a read and on a write.
   const code = assembleFlat(`
-  .code16
-  .globl _start
-_start:
-  cli
-  xorw %ax, %ax
-  movw %ax, %ds
-  lgdtl gdtr
-  movl %cr0, %eax
-  orl $1, %eax
-  movl %eax, %cr0
-  ljmpl $0x08, $pm
-  .code32
-pm:
-  movw $0x10, %ax
-  movw %ax, %ds
-  movw %ax, %es
-  movw %ax, %ss
-  movl $0x90000, %esp
-  lidt idtr
+${ENTER_PROTECTED_MODE}  lidt idtr
   # page directory at 0x100000, one page table at 0x101000 mapping 0..4 MiB
   movl $0x100000, %edi
   movl $1024, %ecx
@@ -161,25 +164,7 @@ test('a page fault in the middle of REP MOVS keeps the elements moved (overlappi
   // element instead would copy bytes the first part already overwrote. The same in a compiled block, where the
   // REP MOVS is left to the interpreter after MOV ECX/ESI/EDI held in the block's locals.
   const code = assembleFlat(`
-  .code16
-  .globl _start
-_start:
-  cli
-  xorw %ax, %ax
-  movw %ax, %ds
-  lgdtl gdtr
-  movl %cr0, %eax
-  orl $1, %eax
-  movl %eax, %cr0
-  ljmpl $0x08, $pm
-  .code32
-pm:
-  movw $0x10, %ax
-  movw %ax, %ds
-  movw %ax, %es
-  movw %ax, %ss
-  movl $0x90000, %esp
-  lidt idtr
+${ENTER_PROTECTED_MODE}  lidt idtr
   cld
   movl $0x2ffff0, %edi
   xorl %eax, %eax
@@ -253,25 +238,7 @@ test('a page fault in REP MOVS after ESI/EDI came from an earlier block copies n
   // it had written itself (ECX) after the fault, leaving ESI/EDI advanced: the restarted copy ran the whole count
   // from the middle and overwrote the 8 bytes after the 16-byte destination (the next slab object's free pointer).
   const code = assembleFlat(`
-  .code16
-  .globl _start
-_start:
-  cli
-  xorw %ax, %ax
-  movw %ax, %ds
-  lgdtl gdtr
-  movl %cr0, %eax
-  orl $1, %eax
-  movl %eax, %cr0
-  ljmpl $0x08, $pm
-  .code32
-pm:
-  movw $0x10, %ax
-  movw %ax, %ds
-  movw %ax, %es
-  movw %ax, %ss
-  movl $0x90000, %esp
-  lidt idtr
+${ENTER_PROTECTED_MODE}  lidt idtr
   cld
   movl $0x2ffff8, %edi                  # source: 16 bytes 0x11.. straddling into page 0x300000
   movl $16, %ecx
@@ -351,25 +318,7 @@ test('INVLPG of an address in a 4 MiB page drops the translations of the whole p
   // page, cached in the TLB by the first read) must see the new mapping, as on hardware, where the TLB holds
   // one entry for the whole page.
   const code = assembleFlat(`
-  .code16
-  .globl _start
-_start:
-  cli
-  xorw %ax, %ax
-  movw %ax, %ds
-  lgdtl gdtr
-  movl %cr0, %eax
-  orl $1, %eax
-  movl %eax, %cr0
-  ljmpl $0x08, $pm
-  .code32
-pm:
-  movw $0x10, %ax
-  movw %ax, %ds
-  movw %ax, %es
-  movw %ax, %ss
-  movl $0x90000, %esp
-  movl $0x11111111, 0x401000
+${ENTER_PROTECTED_MODE}  movl $0x11111111, 0x401000
   movl $0x22222222, 0x801000
   # page directory at 0x100000: 0-4 MiB and 4-8 MiB identity-mapped with 4 MiB pages
   movl $0x100000, %edi
@@ -414,25 +363,7 @@ gdtr:
 
 test('privilege changes: IRET to ring 3, INT through a gate with the TSS stack, call gate, I/O bitmap, #GP, SYSENTER/SYSEXIT', { skip }, () => {
   const code = assembleFlat(`
-  .code16
-  .globl _start
-_start:
-  cli
-  xorw %ax, %ax
-  movw %ax, %ds
-  lgdtl gdtr
-  movl %cr0, %eax
-  orl $1, %eax
-  movl %eax, %cr0
-  ljmpl $0x08, $pm
-  .code32
-pm:
-  movw $0x10, %ax
-  movw %ax, %ds
-  movw %ax, %es
-  movw %ax, %ss
-  movl $0x90000, %esp
-  lidt idtr
+${ENTER_PROTECTED_MODE}  lidt idtr
   # TSS descriptor base, then load TR.
   movl $tss, %eax
   movw %ax, gdt + 0x28 + 2
