@@ -18,6 +18,8 @@ const C0 = 0x100, C1 = 0x200, C2 = 0x400, C3 = 0x4000;
  */
 const ALWAYS = 0x3d | 0x3800;
 const CONDITION_DEFINED = ALWAYS | C0 | C1 | C2 | C3;
+/** After a rounding operation C1 says "rounded up" (SDM 8.1.3.3); qemu-i386 7.2 never sets it there. */
+const ROUNDED = ALWAYS;
 
 const hex = (v: number | bigint) => '0x' + v.toString(16);
 const SIGNIFICAND_TOP = 1n << 63n;
@@ -62,8 +64,16 @@ function float(rng: Random): number {
   }
 }
 
+/**
+ * qemu-i386 7.2 rounds every conversion into the 80-bit format (FLD m64, FILD, an m64 or integer operand of
+ * arithmetic) to the precision control, setting PE; the SDM has these conversions exact. Under single precision
+ * only operands that fit 24 bits (floats, 16-bit integers) are generated, under double precision no 64-bit integer.
+ */
+interface Exactness { readonly doubles: boolean; readonly int32: boolean; readonly int64: boolean }
+const exactness = (precision: number): Exactness => ({ doubles: precision !== 0, int32: precision !== 0, int64: precision === 3 });
+
 /** Stages an operand at buf+at and loads it onto the stack. */
-function load(u: UnitBuilder, rng: Random, at: number): void {
+function load(u: UnitBuilder, rng: Random, at: number, exact: Exactness): void {
   const put32 = (offset: number, v: number) => u.emit(`movl $${hex(v >>> 0)}, buf+${at + offset}`);
   switch (rng.below(7)) {
     case 0: case 1: case 2: {
@@ -75,26 +85,27 @@ function load(u: UnitBuilder, rng: Random, at: number): void {
       return;
     }
     case 3: {
+      if (!exact.doubles) break;
       const d = double(rng);
       put32(0, Number(d & 0xffffffffn));
       put32(4, Number(d >> 32n));
       u.emit(`fldl buf+${at}`);
       return;
     }
-    case 4:
-      put32(0, float(rng));
-      u.emit(`flds buf+${at}`);
-      return;
     case 5: {
-      const kind = rng.pick(['filds', 'fildl', 'fildll']);
+      const kind = rng.pick(['filds', 'fildl', 'fildll'].filter((k) => k === 'filds' || (k === 'fildl' ? exact.int32 : exact.int64)));
       put32(0, rng.operand());
       put32(4, rng.chance(0.5) ? rng.operand() : 0);
       u.emit(`${kind} buf+${at}`);
       return;
     }
-    default:
+    case 6:
       u.emit(rng.pick(['fld1', 'fldz', 'fldpi', 'fldl2e', 'fldl2t', 'fldlg2', 'fldln2']));
+      return;
   }
+  // case 4, and case 3 where a double would not load exactly
+  put32(0, float(rng));
+  u.emit(`flds buf+${at}`);
 }
 
 export function x87Unit(u: UnitBuilder, rng: Random): void {
@@ -103,13 +114,15 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
   const rounding = rng.below(4);
   u.emit(`movw $${hex(0x7f | (precision << 8) | (rounding << 10))}, buf+120`);
   u.emit('fldcw buf+120');
-  load(u, rng, 64);
-  load(u, rng, 80);
+  const exact = exactness(precision);
+  load(u, rng, 64, exact);
+  load(u, rng, 80, exact);
   let depth = 2;
   let defined = ALWAYS | C1;
   /** Arithmetic with a memory operand staged at buf+96: float, double, 16- or 32-bit integer. */
   const withMemory = (op: string) => {
-    const kind = rng.below(4);
+    let kind = rng.below(4);
+    if ((kind === 0 && !exact.doubles) || (kind === 3 && !exact.int32)) kind = kind === 0 ? 1 : 2;
     const d = double(rng);
     const low = kind === 0 ? Number(d & 0xffffffffn) : kind === 1 ? float(rng) : rng.operand();
     u.emit(`movl $${hex(low >>> 0)}, buf+96`);
@@ -124,13 +137,22 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
       else if (form === 1) u.emit(`${op} %st, %st(1)`);
       else if (form === 2) { u.emit(`${op}p %st, %st(1)`); depth = 1; }
       else withMemory(op);
+      defined = ROUNDED;
       break;
     }
     case 2: {
       const op = rng.pick(['fsqrt', 'fabs', 'fchs', 'frndint', 'fscale', 'fxtract', 'fprem', 'fprem1', 'fxch']);
+      if (op === 'frndint' || op === 'fprem') {
+        // qemu-i386 7.2 rounds their results to the precision control (the SDM: they are exact in 64 bits).
+        u.emit(`movw $${hex(0x37f | (rounding << 10))}, buf+120`);
+        u.emit('fldcw buf+120');
+      }
       u.emit(op);
       if (op === 'fxtract') depth = 3;
-      if (op === 'fprem' || op === 'fprem1') defined = CONDITION_DEFINED;
+      if (op === 'fsqrt' || op === 'frndint' || op === 'fscale') defined = ROUNDED;
+      if (op === 'fprem') defined = CONDITION_DEFINED;
+      // qemu-i386 7.2's FPREM1 quotient bits (C0, C3, C1) are wrong; C2 (incomplete) is right.
+      if (op === 'fprem1') defined = ALWAYS | C2;
       break;
     }
     case 3: {
@@ -157,6 +179,7 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
       const op = rng.pick(['fists', 'fistl', 'fistps', 'fistpl', 'fistpll', 'fisttpl', 'fisttpll', 'fsts', 'fstl', 'fstps', 'fstpl']);
       u.emit(`${op} buf+40`);
       if (op.includes('p')) depth = 1;
+      defined = ROUNDED;
       break;
     }
     default: {
@@ -170,5 +193,6 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
   u.emit('movl %eax, %edx');
   for (let i = 0; i < depth; i++) u.emit(`fstpt buf+${i * 10}`);
   u.emit('fnstsw %ax');
-  u.emit(`andl $${hex(ALWAYS | C1)}, %eax`, effect(0, STATUS));
+  // The exact FSTP m80 stores keep the operation's C1.
+  u.emit(`andl $${hex(ALWAYS | (defined & C1))}, %eax`, effect(0, STATUS));
 }

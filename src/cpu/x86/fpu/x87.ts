@@ -258,6 +258,7 @@ export class X87 {
       case 0xdb:
         switch (reg) {
           case 0: return this.loadInteger(this.cpu.rd32(lin) | 0);
+          case 1: return this.storeTruncated(lin, 32);
           case 2: case 3: return this.storeInteger(lin, 32, reg === 3);
           case 5: {
             const lo = this.cpu.rd32(lin) >>> 0, hi = this.cpu.rd32((lin + 4) | 0) >>> 0, se = this.cpu.rd16((lin + 8) | 0);
@@ -277,6 +278,7 @@ export class X87 {
       case 0xdd:
         switch (reg) {
           case 0: this.unit.fromFloat64(this.cpu.rd32(lin) >>> 0, this.cpu.rd32((lin + 4) | 0) >>> 0); return this.pushConverted();
+          case 1: return this.storeTruncated(lin, 64);
           case 2: case 3: return this.storeFloat64(lin, reg === 3);
           case 4: return this.restore(lin, o32);
           case 6: return this.save(lin, o32);
@@ -286,6 +288,7 @@ export class X87 {
       case 0xdf:
         switch (reg) {
           case 0: return this.loadInteger((this.cpu.rd16(lin) << 16) >> 16);
+          case 1: return this.storeTruncated(lin, 16);
           case 2: case 3: return this.storeInteger(lin, 16, reg === 3);
           case 4: return this.loadBcd(lin);
           case 5: {
@@ -425,6 +428,12 @@ export class X87 {
     this.cpu.probeWrite(lin, size);
     this.writeInteger(lin, bits, u.hi, u.lo);
     if (popAfter) this.pop();
+  }
+
+  /** FISTTP (DF /1, DB /1, DD /1): FISTP rounding toward zero whatever the rounding control. */
+  private storeTruncated(lin: number, bits: number): void {
+    this.unit.control |= 0xc00;
+    this.storeInteger(lin, bits, true);
   }
 
   private writeInteger(lin: number, bits: number, hi: number, lo: number): void {
