@@ -142,8 +142,8 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
     }
     case 2: {
       const op = rng.pick(['fsqrt', 'fabs', 'fchs', 'frndint', 'fscale', 'fxtract', 'fprem', 'fprem1', 'fxch']);
-      if (op === 'frndint' || op === 'fprem') {
-        // qemu-i386 7.2 rounds their results to the precision control (the SDM: they are exact in 64 bits).
+      if (op === 'frndint' || op === 'fprem' || op === 'fprem1') {
+        // qemu-i386 7.2 rounds their results to the precision control, setting PE and UE (the SDM: exact in 64 bits).
         u.emit(`movw $${hex(0x37f | (rounding << 10))}, buf+120`);
         u.emit('fldcw buf+120');
       }
