@@ -72,8 +72,11 @@ function float(rng: Random): number {
 interface Exactness { readonly doubles: boolean; readonly int32: boolean; readonly int64: boolean }
 const exactness = (precision: number): Exactness => ({ doubles: precision !== 0, int32: precision !== 0, int64: precision === 3 });
 
-/** Stages an operand at buf+at and loads it onto the stack. */
-function load(u: UnitBuilder, rng: Random, at: number, exact: Exactness): void {
+const isNaN64 = (d: bigint) => ((d >> 52n) & 0x7ffn) === 0x7ffn && (d & ((1n << 52n) - 1n)) !== 0n;
+const isNaN32 = (f: number) => ((f >>> 23) & 0xff) === 0xff && (f & 0x7fffff) !== 0;
+
+/** Stages an operand at buf+at and loads it onto the stack; true if it is a NaN. */
+function load(u: UnitBuilder, rng: Random, at: number, exact: Exactness): boolean {
   const put32 = (offset: number, v: number) => u.emit(`movl $${hex(v >>> 0)}, buf+${at + offset}`);
   switch (rng.below(7)) {
     case 0: case 1: case 2: {
@@ -82,7 +85,7 @@ function load(u: UnitBuilder, rng: Random, at: number, exact: Exactness): void {
       put32(4, Number(significand >> 32n));
       u.emit(`movw $${hex((sign << 15) | exponent)}, buf+${at + 8}`);
       u.emit(`fldt buf+${at}`);
-      return;
+      return exponent === 0x7fff && significand !== SIGNIFICAND_TOP;
     }
     case 3: {
       if (!exact.doubles) break;
@@ -90,22 +93,24 @@ function load(u: UnitBuilder, rng: Random, at: number, exact: Exactness): void {
       put32(0, Number(d & 0xffffffffn));
       put32(4, Number(d >> 32n));
       u.emit(`fldl buf+${at}`);
-      return;
+      return isNaN64(d);
     }
     case 5: {
       const kind = rng.pick(['filds', 'fildl', 'fildll'].filter((k) => k === 'filds' || (k === 'fildl' ? exact.int32 : exact.int64)));
       put32(0, rng.operand());
       put32(4, rng.chance(0.5) ? rng.operand() : 0);
       u.emit(`${kind} buf+${at}`);
-      return;
+      return false;
     }
     case 6:
       u.emit(rng.pick(['fld1', 'fldz', 'fldpi', 'fldl2e', 'fldl2t', 'fldlg2', 'fldln2']));
-      return;
+      return false;
   }
   // case 4, and case 3 where a double would not load exactly
-  put32(0, float(rng));
+  const f = float(rng);
+  put32(0, f);
   u.emit(`flds buf+${at}`);
+  return isNaN32(f);
 }
 
 export function x87Unit(u: UnitBuilder, rng: Random): void {
@@ -116,15 +121,19 @@ export function x87Unit(u: UnitBuilder, rng: Random): void {
   u.emit('fldcw buf+120');
   const exact = exactness(precision);
   load(u, rng, 64, exact);
-  load(u, rng, 80, exact);
+  const nanOnTop = load(u, rng, 80, exact);
   let depth = 2;
   let defined = ALWAYS | C1;
   /** Arithmetic with a memory operand staged at buf+96: float, double, 16- or 32-bit integer. */
   const withMemory = (op: string) => {
     let kind = rng.below(4);
     if ((kind === 0 && !exact.doubles) || (kind === 3 && !exact.int32)) kind = kind === 0 ? 1 : 2;
-    const d = double(rng);
-    const low = kind === 0 ? Number(d & 0xffffffffn) : kind === 1 ? float(rng) : rng.operand();
+    // qemu-i386 7.2 quiets a signalling NaN from memory before choosing between two NaNs (the SDM compares the
+    // significands of the original NaNs): with a NaN in ST(0), a NaN operand from memory is a quiet one.
+    let d = double(rng), f = float(rng);
+    if (nanOnTop && isNaN64(d)) d |= 1n << 51n;
+    if (nanOnTop && isNaN32(f)) f = (f | 0x400000) >>> 0;
+    const low = kind === 0 ? Number(d & 0xffffffffn) : kind === 1 ? f : rng.operand();
     u.emit(`movl $${hex(low >>> 0)}, buf+96`);
     if (kind === 0) u.emit(`movl $${hex(Number(d >> 32n))}, buf+100`);
     u.emit(`${kind >= 2 ? 'fi' + op.slice(1) : op}${kind === 0 || kind === 3 ? 'l' : 's'} buf+96`);
