@@ -46,6 +46,17 @@ print_hex:
 hexdigits: .ascii "0123456789abcdef"
 `;
 
+/** Runs a program loaded at 0x8000 from real mode, interpreted and with every block compiled at once, to HLT. */
+function expectOutputRealMode(code: Uint8Array, expected: string): void {
+  for (const jit of [false, 1] as const) {
+    const m = new BareMachine(undefined, jit);
+    m.load(0x8000, code);
+    m.startReal(0, 0x8000);
+    assert.equal(m.runUntilHalt(), 'halt');
+    assert.equal(m.output, expected, jit ? 'compiled blocks' : 'interpreter');
+  }
+}
+
 test('real mode: arithmetic, string ops and port output', { skip }, () => {
   const code = assembleFlat(`
   .code16
@@ -147,31 +158,19 @@ idtr:
   .word 15*8-1
   .long idt
 `, 0x8000);
-  // The same program interpreted, and with every block compiled at once.
-  for (const jit of [false, 1] as const) {
-    const m = new BareMachine(undefined, jit);
-    m.load(0x8000, code);
-    m.startReal(0, 0x8000);
-    assert.equal(m.runUntilHalt(), 'halt');
-    assert.equal(m.output, '11223344 00000000 00300010 00000003 00301020 00000055 ');
-  }
+  expectOutputRealMode(code, '11223344 00000000 00300010 00000003 00301020 00000055 ');
 });
 
-test('a page fault in the middle of REP MOVS keeps the elements moved (overlapping copy, page fault on the source)', { skip }, () => {
-  // 32 bytes 0..31 at 0x2ffff0 straddle a page boundary; page 0x300000 is not present at first. REP MOVSB shifts
-  // them down by one (ESI = EDI + 1, forwards): the 16th element faults on the source, the handler maps the
-  // page, and the copy goes on from where it stopped (ECX/ESI/EDI keep their progress). Restarting from the first
-  // element instead would copy bytes the first part already overwrote. The same in a compiled block, where the
-  // REP MOVS is left to the interpreter after MOV ECX/ESI/EDI held in the block's locals.
-  const code = assembleFlat(`
+/**
+ * A program for REP MOVS faulting on its source: `fill` runs in flat protected mode, then paging maps 0..4 MiB
+ * one to one except page 0x300000, which is not present until the #PF handler maps it; `body` runs with paging
+ * on and ends with HLT; `extra` is assembled after everything else.
+ */
+function sourcePageFaultProgram(fill: string, body: string, extra = ''): Uint8Array {
+  return assembleFlat(`
 ${ENTER_PROTECTED_MODE}  lidt idtr
   cld
-  movl $0x2ffff0, %edi
-  xorl %eax, %eax
-1: stosb
-  incb %al
-  cmpb $32, %al
-  jne 1b
+${fill}
   movl $0x100000, %edi
   movl $1024, %ecx
   xorl %eax, %eax
@@ -189,6 +188,45 @@ ${ENTER_PROTECTED_MODE}  lidt idtr
   movl %cr0, %eax
   orl $0x80010000, %eax
   movl %eax, %cr0
+${body}
+pf_handler:
+  addl $4, %esp
+  movl $0x300003, 0x101000 + (0x300 * 4)
+  invlpg 0x300000
+  iretl
+${PRINT_HEX32}
+  .p2align 3
+gdt:
+  .quad 0
+  .quad 0x00cf9a000000ffff
+  .quad 0x00cf92000000ffff
+gdtr:
+  .word 23
+  .long gdt
+  .p2align 3
+idt:
+  .fill 14, 8, 0
+  .word pf_handler, 0x08, 0x8e00, 0
+idtr:
+  .word 15*8-1
+  .long idt
+${extra}
+`, 0x8000);
+}
+
+test('a page fault in the middle of REP MOVS keeps the elements moved (overlapping copy, page fault on the source)', { skip }, () => {
+  // 32 bytes 0..31 at 0x2ffff0 straddle a page boundary; page 0x300000 is not present at first. REP MOVSB shifts
+  // them down by one (ESI = EDI + 1, forwards): the 16th element faults on the source, the handler maps the
+  // page, and the copy goes on from where it stopped (ECX/ESI/EDI keep their progress). Restarting from the first
+  // element instead would copy bytes the first part already overwrote. The same in a compiled block, where the
+  // REP MOVS is left to the interpreter after MOV ECX/ESI/EDI held in the block's locals.
+  const code = sourcePageFaultProgram(`
+  movl $0x2ffff0, %edi
+  xorl %eax, %eax
+1: stosb
+  incb %al
+  cmpb $32, %al
+  jne 1b`, `
   movl $31, %ecx
   movl $0x2ffff1, %esi
   movl $0x2ffff0, %edi
@@ -200,36 +238,8 @@ ${ENTER_PROTECTED_MODE}  lidt idtr
 3: lodsl
   call print_hex
   loop 3b
-  hlt
-pf_handler:
-  addl $4, %esp
-  movl $0x300003, 0x101000 + (0x300 * 4)
-  invlpg 0x300000
-  iretl
-${PRINT_HEX32}
-  .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
-  .p2align 3
-idt:
-  .fill 14, 8, 0
-  .word pf_handler, 0x08, 0x8e00, 0
-idtr:
-  .word 15*8-1
-  .long idt
-`, 0x8000);
-  for (const jit of [false, 1] as const) {
-    const m = new BareMachine(undefined, jit);
-    m.load(0x8000, code);
-    m.startReal(0, 0x8000);
-    assert.equal(m.runUntilHalt(), 'halt');
-    assert.equal(m.output, '00000000 04030201 08070605 0c0b0a09 100f0e0d 14131211 18171615 1c1b1a19 1f1f1e1d ', `jit ${jit}`);
-  }
+  hlt`);
+  expectOutputRealMode(code, '00000000 04030201 08070605 0c0b0a09 100f0e0d 14131211 18171615 1c1b1a19 1f1f1e1d ');
 });
 
 test('a page fault in REP MOVS after ESI/EDI came from an earlier block copies nothing past the destination (Debian installer slab corruption)', { skip }, () => {
@@ -237,9 +247,7 @@ test('a page fault in REP MOVS after ESI/EDI came from an earlier block copies n
   // runs REP MOVSB, the source's second page is not present. A compiled block once put back only the registers
   // it had written itself (ECX) after the fault, leaving ESI/EDI advanced: the restarted copy ran the whole count
   // from the middle and overwrote the 8 bytes after the 16-byte destination (the next slab object's free pointer).
-  const code = assembleFlat(`
-${ENTER_PROTECTED_MODE}  lidt idtr
-  cld
+  const code = sourcePageFaultProgram(`
   movl $0x2ffff8, %edi                  # source: 16 bytes 0x11.. straddling into page 0x300000
   movl $16, %ecx
   movb $0x11, %al
@@ -249,24 +257,7 @@ ${ENTER_PROTECTED_MODE}  lidt idtr
   movl $0x200000, %edi                  # destination 16 bytes, then 16 guard bytes 0xee
   movl $32, %ecx
   movb $0xee, %al
-  rep stosb
-  movl $0x100000, %edi
-  movl $1024, %ecx
-  xorl %eax, %eax
-  rep stosl
-  movl $0x101003, 0x100000
-  movl $0x101000, %edi
-  movl $0x3, %eax
-  movl $1024, %ecx
-2: stosl
-  addl $0x1000, %eax
-  loop 2b
-  movl $0, 0x101000 + (0x300 * 4)       # 0x300000 not present
-  movl $0x100000, %eax
-  movl %eax, %cr3
-  movl %cr0, %eax
-  orl $0x80010000, %eax
-  movl %eax, %cr0
+  rep stosb`, `
   movl $0x2ffff8, %esi
   movl $0x200000, %edi
   call copy16
@@ -275,41 +266,13 @@ ${ENTER_PROTECTED_MODE}  lidt idtr
 3: lodsl
   call print_hex
   loop 3b
-  hlt
-pf_handler:
-  addl $4, %esp
-  movl $0x300003, 0x101000 + (0x300 * 4)
-  invlpg 0x300000
-  iretl
-${PRINT_HEX32}
-  .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
-  .p2align 3
-idt:
-  .fill 14, 8, 0
-  .word pf_handler, 0x08, 0x8e00, 0
-idtr:
-  .word 15*8-1
-  .long idt
+  hlt`, `
   .p2align 12
 copy16:                                 # its own page: its own block, where ESI/EDI are not written
   movl $16, %ecx
   rep movsb
-  ret
-`, 0x8000);
-  for (const jit of [false, 1] as const) {
-    const m = new BareMachine(undefined, jit);
-    m.load(0x8000, code);
-    m.startReal(0, 0x8000);
-    assert.equal(m.runUntilHalt(), 'halt');
-    assert.equal(m.output, '14131211 18171615 1c1b1a19 201f1e1d eeeeeeee eeeeeeee eeeeeeee eeeeeeee ', `jit ${jit}`);
-  }
+  ret`);
+  expectOutputRealMode(code, '14131211 18171615 1c1b1a19 201f1e1d eeeeeeee eeeeeeee eeeeeeee eeeeeeee ');
 });
 
 test('INVLPG of an address in a 4 MiB page drops the translations of the whole page (PSE)', { skip }, () => {
@@ -489,14 +452,7 @@ tss:
   .byte 0xfd                      # 0xE8-0xEF: only 0xE9 allowed
   .fill 0x89 - 0x68 - 0x1e, 1, 0xff
 `, 0x8000);
-  // The same program interpreted, and with every block compiled at once.
-  for (const jit of [false, 1] as const) {
-    const m = new BareMachine(undefined, jit);
-    m.load(0x8000, code);
-    m.startReal(0, 0x8000);
-    assert.equal(m.runUntilHalt(), 'halt');
-    assert.equal(m.output, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
-  }
+  expectOutputRealMode(code, 'U00000003 I00000000 0007ffec 00000023 G00000008 00000023 P00000000 P00000000 S00000008 0000001b ');
 });
 
 test('compiled code: writes into it, by the guest or by DMA, take effect at once', { skip }, () => {
