@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HAVE_BINUTILS, assembleFlat } from './testing/assemble.js';
+import { FLAT_GDT, HAVE_BINUTILS, assembleFlat } from './testing/assemble.js';
 import { BareMachine } from './testing/bare-machine.js';
 
 /** Real-mode start: loads `gdtr` (the program's), enters flat 32-bit protected mode at `pm` with a stack at 0x90000. */
@@ -143,13 +143,7 @@ pf_handler:
   iretl
 ${PRINT_HEX32}
   .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
+${FLAT_GDT}
   .p2align 3
 idt:
   .fill 14, 8, 0
@@ -196,13 +190,7 @@ pf_handler:
   iretl
 ${PRINT_HEX32}
   .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
+${FLAT_GDT}
   .p2align 3
 idt:
   .fill 14, 8, 0
@@ -307,13 +295,7 @@ ${ENTER_PROTECTED_MODE}  movl $0x11111111, 0x401000
   hlt
 ${PRINT_HEX32}
   .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
+${FLAT_GDT}
 `, 0x8000);
   for (const jit of [false, 1] as const) {
     const m = new BareMachine(16 * 2 ** 20, jit);
@@ -515,13 +497,7 @@ resume_case:
   movl %eax, (%esp)
   iretl
   .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
+${FLAT_GDT}
 idtr:
   .word idt_end - idt - 1
   .long idt

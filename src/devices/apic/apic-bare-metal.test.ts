@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HAVE_BINUTILS, assembleFlat } from '../../cpu/x86/testing/assemble.js';
+import { FLAT_GDT, HAVE_BINUTILS, assembleFlat } from '../../cpu/x86/testing/assemble.js';
 import { BARE_IRQ_PORT, BareMachine } from '../../cpu/x86/testing/bare-machine.js';
 
 const skip = HAVE_BINUTILS ? false : 'GNU binutils (as, ld, objcopy) are not installed';
@@ -223,13 +223,7 @@ h_level:
   iret
 
   .p2align 3
-gdt:
-  .quad 0
-  .quad 0x00cf9a000000ffff
-  .quad 0x00cf92000000ffff
-gdtr:
-  .word 23
-  .long gdt
+${FLAT_GDT}
 idtr:
   .word 256 * 8 - 1
   .long IDT
