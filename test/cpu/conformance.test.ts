@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HAVE_BINUTILS } from '../../src/cpu/x86/testing/assemble.js';
-import { ORACLE, buildProgram, runEmulated, runNative } from './user-program.js';
+import { HEX_ROUTINES, ORACLE, buildProgram, runEmulated, runNative } from './user-program.js';
 
 /**
  * The host CPU is the oracle: each program is assembled at test time, run natively and on the emulated CPU,
@@ -22,26 +22,12 @@ print2:                 # prints EAX and EDX in hex
   call hex
   movb $'\\n', (%edi)
   incl %edi
-  movl $4, %eax
-  movl $1, %ebx
   leal buf, %ecx
-  movl %edi, %edx
-  subl %ecx, %edx
-  int $0x80
+  call write_stdout
   popal
   ret
-hex:
-  movl $8, %ecx
-1: roll $4, %eax
-  movl %eax, %ebx
-  andl $15, %ebx
-  movb digits(%ebx), %bl
-  movb %bl, (%edi)
-  incl %edi
-  loop 1b
-  ret
+${HEX_ROUTINES}
 .data
-digits: .ascii "0123456789abcdef"
 buf: .space 64
 sbuf: .space 256
 lbuf: .space 12288

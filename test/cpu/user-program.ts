@@ -6,6 +6,33 @@ import { HAVE_BINUTILS } from '../../src/cpu/x86/testing/assemble.js';
 import { BareMachine } from '../../src/cpu/x86/testing/bare-machine.js';
 import { CS, type X86Registers } from '../../src/cpu/x86/registers.js';
 
+/**
+ * `hex`: writes EAX as 8 hex digits at EDI and advances EDI (clobbers EBX, ECX); `write_stdout`: write(1, ECX,
+ * EDI - ECX) (clobbers EAX, EBX, EDX). Assembly routines shared by the test programs that print values.
+ */
+export const HEX_ROUTINES = `
+hex:
+  movl $8, %ecx
+1: roll $4, %eax
+  movl %eax, %ebx
+  andl $15, %ebx
+  movb hexdigits(%ebx), %bl
+  movb %bl, (%edi)
+  incl %edi
+  loop 1b
+  ret
+write_stdout:
+  movl $4, %eax
+  movl $1, %ebx
+  movl %edi, %edx
+  subl %ecx, %edx
+  int $0x80
+  ret
+  .pushsection .data
+hexdigits: .ascii "0123456789abcdef"
+  .popsection
+`;
+
 /** Where test programs are linked: an address user space may map natively, and inside the test RAM. */
 export const LOAD_ADDRESS = 0x1000000;
 const GDT = 0x400, IDT = 0x800, SYSCALL_STUB = 0x1000, SYSCALL_PORT = 0xe0;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HAVE_BINUTILS } from '../../src/cpu/x86/testing/assemble.js';
-import { ORACLE, buildProgram, runEmulated, runNative } from './user-program.js';
+import { HEX_ROUTINES, ORACLE, buildProgram, runEmulated, runNative } from './user-program.js';
 
 /**
  * The x87 against the oracle, bit for bit: each case sets the control word, loads 80-bit operands, runs one
@@ -26,29 +26,18 @@ dump:                   # prints the three dwords at res in hex, then a newline
   movl $3, %ebp
 2: movl (%esi), %eax
   addl $4, %esi
-  movl $8, %ecx
-1: roll $4, %eax
-  movl %eax, %ebx
-  andl $15, %ebx
-  movb digits(%ebx), %bl
-  movb %bl, (%edi)
-  incl %edi
-  loop 1b
+  call hex
   movb $' ', (%edi)
   incl %edi
   decl %ebp
   jnz 2b
   movb $'\\n', -1(%edi)
-  movl $4, %eax
-  movl $1, %ebx
   leal line, %ecx
-  movl %edi, %edx
-  subl %ecx, %edx
-  int $0x80
+  call write_stdout
   popal
   ret
+${HEX_ROUTINES}
 .data
-digits: .ascii "0123456789abcdef"
 line: .space 64
 res: .space 16
 cw: .word 0
