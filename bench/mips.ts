@@ -15,9 +15,9 @@ export function measureMips(milliseconds: number, jit: false | number): number {
  * operation rounded in 80-bit extended precision.
  */
 export function measureX87Mips(milliseconds: number, jit: false | number): number {
-  // fninit; fld1; fld qword [0x2000] (c = 1.0000001)
+  // fninit; fld qword [0x2000] (c = 1.0000001, ST(1)); fld1 (x, ST(0))
   // loop: fmul st, st(1); fadd st, st(1); fdiv st, st(1); fsqrt; dec ecx; jnz loop; hlt
-  const code = [0xdb, 0xe3, 0xd9, 0xe8, 0xdd, 0x05, 0x00, 0x20, 0x00, 0x00,
+  const code = [0xdb, 0xe3, 0xdd, 0x05, 0x00, 0x20, 0x00, 0x00, 0xd9, 0xe8,
     0xd8, 0xc9, 0xd8, 0xc1, 0xd8, 0xf1, 0xd9, 0xfa, 0x49, 0x75, 0xf5, 0xf4];
   const data = new Uint8Array(new Float64Array([1.0000001]).buffer);
   return measureLoop(code, milliseconds, jit, data);

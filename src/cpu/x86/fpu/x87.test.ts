@@ -132,9 +132,13 @@ test('FXAM classes and sign; FCOMI sets ZF/PF/CF; FSIN out of range sets C2 and 
   run([0xd9, 0xe5]); // FXAM
   assert.equal(status() & 0x4700, 0x4000 | C1);
   run(FLD1);
+  host.eflags = 0x8d5; // every flag FCOMI writes set beforehand: ZF, PF, CF (and OF, SF, AF) must end clear
   run([0xdb, 0xf1]); // FCOMI ST, ST(1): 1 > -0
-  assert.equal(host.eflags & 0x45, 0);
-  run([0xdf, 0xe9]); // FUCOMIP ST, ST(1)
+  assert.equal(host.eflags & 0x8d5, 0);
+  run([0xd9, 0xc9]); // FXCH: -0 against 1
+  run([0xdf, 0xe9]); // FUCOMIP ST, ST(1): -0 < 1 sets CF only, pops
+  assert.equal(host.eflags & 0x8d5, 0x1);
+  assert.equal((status() >> 11) & 7, 7, 'FUCOMIP popped one of the two');
   host.mem.setUint32(0x500, 0, true);
   host.mem.setUint32(0x504, 0x80000000, true);
   host.mem.setUint16(0x508, 0x403e + 8, true); // 2^71
