@@ -3873,6 +3873,9 @@ export class X86Cpu implements Stateful, IntrPin {
       if (this.stopReason === 'none') this.stopReason = 'exit-request';
       return true;
     }
+    // RF only holds back code breakpoints for one instruction: with none armed (the return from every page
+    // fault, whose image carries RF) it is dropped here instead of stepping the next instruction interpreted.
+    if ((this.flags & RF) !== 0 && this.codeBreakpoints === 0) this.flags &= ~RF;
     this.debugStepping = (this.flags & (TF | RF)) !== 0 || (this.codeBreakpoints | this.dataBreakpoints | this.ioBreakpoints | this.heldDebugTraps) !== 0;
     if (this.interruptShadow) {
       this.interruptShadow = false;

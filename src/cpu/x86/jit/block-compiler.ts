@@ -183,13 +183,14 @@ function cacheRegisters(lines: string[]): { lines: string[]; prologue: string; e
   const out = lines.map((line) => {
     const l = line.replace(/\br\[(\d)\]/g, (all, k: string) => (cached.has(Number(k)) ? `r${k}` : all));
     if (!l.startsWith(USES_REGISTERS)) return l;
-    // What the helper leaves in the register file stands: the locals take it before the finally stores them,
-    // also when it faults: the interpreter's REP string loop keeps the progress of the elements it moved.
+    // What the helper leaves in the register file stands: the locals take it before the finally stores them.
+    // Helpers (push, pop, mulDiv...) fault before they change a register, so a fault needs nothing more.
     const statement = l.slice(USES_REGISTERS.length);
     const ret = statement.search(/\breturn\b/);
-    const call = ret < 0 ? statement : statement.slice(0, ret);
-    const after = ret < 0 ? '' : ` ${statement.slice(ret)}`;
-    return `${store} try { ${call} } catch (err) { ${load} throw err; } ${load}${after}`;
+    if (ret < 0) return `${store} ${statement} ${load}`;
+    // The one that returns is the instruction left to the interpreter (c.step()), which may fault after moving
+    // elements: a REP string instruction keeps the progress it made, so the locals take it then too.
+    return `${store} try { ${statement.slice(0, ret)} } catch (err) { ${load} throw err; } ${load} ${statement.slice(ret)}`;
   });
   return { lines: out, prologue: `let ${[...cached].map((k) => `r${k} = r[${k}]`).join(', ')};`, epilogue: store };
 }
