@@ -86,4 +86,8 @@ test('Multiboot: a.out-kludge addresses, no header, and one-line errors', () => 
   const small = new PhysicalMemory(new GuestRam(2 ** 20));
   const elf = elfKernel();
   assert.throws(() => loadMultiboot(small, { name: 'k', image: elf, header: findMultibootHeader(elf)!, commandLine: '' }), /outside usable RAM/);
+  const tinyHeaders = elfKernel();
+  new DataView(tinyHeaders.buffer).setUint16(42, 4, true); // e_phentsize 4: the header's fields would lie past it
+  assert.throws(() => loadMultiboot(memory, { name: 'k', image: tinyHeaders, header: findMultibootHeader(tinyHeaders)!, commandLine: '' }),
+    /^TsvmError: k: bad ELF program header size 4$/);
 });

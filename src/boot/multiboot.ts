@@ -151,6 +151,8 @@ function loadElf(name: string, image: Uint8Array, place: Place): number {
     throw new TsvmError(`${name}: Multiboot kernel is neither a 32-bit x86 ELF nor has load addresses in its header`);
   }
   const phoff = dv.getUint32(28, true), phentsize = dv.getUint16(42, true), phnum = dv.getUint16(44, true);
+  // An ELF32 program header is 32 bytes; a smaller entry size would read the last one past the file.
+  if (phnum > 0 && phentsize < 32) throw new TsvmError(`${name}: bad ELF program header size ${phentsize}`);
   if (phoff + phnum * phentsize > image.length) throw new TsvmError(`${name}: truncated ELF program headers`);
   for (let i = 0; i < phnum; i++) {
     const ph = phoff + i * phentsize;
