@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { DEBIAN_INSTALLER_FIRST_SCREEN, KERNEL_FAILURE, buildDebianInstallerCd, missingInstallerTools } from '../src/guest/installer/index.js';
-import { TSVM, runUntil } from './guest-helpers.js';
+import { TSVM, repeatCount, runUntil } from './guest-helpers.js';
 
 /**
  * Debian's installer (its own kernel and initrd, from debian-installer-12-netboot-i386, booted by GRUB from a
@@ -13,7 +13,7 @@ import { TSVM, runUntil } from './guest-helpers.js';
  * the VGA, serial, i8042) once corrupted guest memory in most boots (a slab freelist, then an oops).
  * TSVM_DI_BOOTS sets how many boots (3 by default; `npm run test:long` runs more).
  */
-const BOOTS = Number(process.env.TSVM_DI_BOOTS ?? 3);
+const BOOTS = repeatCount('TSVM_DI_BOOTS', 3);
 
 test(`Debian's installer boots to its first screen ${BOOTS} time(s) in a row with no kernel oops`, { timeout: BOOTS * 960_000 }, async (t) => {
   const missing = missingInstallerTools();

@@ -88,3 +88,12 @@ export function runUntil(command: string, args: string[], done: (output: string)
     });
   });
 }
+
+/** A repeat count from the environment (`fallback` when unset); anything but a whole number from 1 up is an error, not zero runs. */
+export function repeatCount(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}=${text}: a whole number from 1 up`);
+  return n;
+}
