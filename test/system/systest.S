@@ -702,6 +702,12 @@ pf_at:  mov 0x900000, %eax              /* beyond the mapped 8 MiB */
         mov $(EFLAGS_AC | 2), %ecx
         jmp enter_user
 1:      EXPECT "exc.ac", 17, 0, ac_at
+        /* ...also on the first element of a REP string instruction (which may otherwise go a page at a time) */
+        TRY 1f
+        mov $user_ac_rep, %eax
+        mov $(EFLAGS_AC | 2), %ecx
+        jmp enter_user
+1:      EXPECT "exc.ac_rep", 17, 0, ac_rep_at
         /* No #AC without EFLAGS.AC, nor at CPL 0 */
         TRY 1f
         mov $user_ac, %eax
@@ -856,6 +862,12 @@ user_ac:
 ac_at:  mov misaligned + 1, %eax
         NOFAULT
 ac_after:
+user_ac_rep:
+        mov $misaligned + 1, %edi
+        mov $2, %ecx
+        cld
+ac_rep_at: rep stosl
+        NOFAULT
 
 /* enter_user: eax = EIP, ecx = EFLAGS; ring 3 with DS = ES = ring-3 data. Never returns (use TRY). */
 enter_user:
@@ -2467,7 +2479,7 @@ lss_pointer:    .long 0x1234
 fpu_cw_unmask_zd: .word 0x037b          /* all masked but ZM */
         .align 4
 pse_probe:      .long 0x5a5aa5a5
-misaligned:     .long 0, 0
+misaligned:     .long 0, 0, 0
 dr_watched:     .long 0
 user_fs_seen:   .long 0
 conforming_cs:  .long 0

@@ -2197,7 +2197,9 @@ export class X86Cpu implements Stateful, IntrPin {
     // A bounded number of iterations per step keeps interrupts and timers responsive; the instruction is
     // restarted (EIP stays) until the count runs out.
     let budget = repeat ? this.repeatBudget() : 1;
-    const bulk = repeat && !this.debugStepping && amask === -1 && delta > 0 && (op === 0xa4 || op === 0xa5 || op === 0xaa || op === 0xab);
+    // Page at a time, unless each element must be checked: debugging (breakpoints, single-step) or alignment (#AC).
+    const bulk = repeat && !this.debugStepping && this.accessMask !== TLB_ALIGNMENT_CHECK && amask === -1 && delta > 0 &&
+      (op === 0xa4 || op === 0xa5 || op === 0xaa || op === 0xab);
     for (;;) {
       if (repeat && (r[1] & amask) === 0) return;
       if (bulk) {
