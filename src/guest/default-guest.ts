@@ -45,28 +45,29 @@ export function cacheDirectory(): string {
   return join(base, 'tsvm', 'guest');
 }
 
-function run(cmd: string, args: string[], cwd?: string): string {
+/** Runs a build tool; its failure is one line: the command and the last line it printed. */
+export function runTool(cmd: string, args: string[], cwd?: string): string {
   const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
   if (r.error) throw new TsvmError(`${cmd} could not run: ${r.error.message}`);
-  if (r.status !== 0) throw new TsvmError(`${cmd} ${args.join(' ')} failed: ${(r.stderr || '').trim().split('\n').pop()}`);
+  if (r.status !== 0) throw new TsvmError(`${cmd} ${args.join(' ')} failed: ${(r.stderr || r.stdout || '').trim().split('\n').pop()}`);
   return r.stdout;
 }
 
 /** The versioned kernel package the linux-image-686 meta package points to. */
 function resolveKernelPackage(): string {
-  const out = run('apt-cache', ['depends', 'linux-image-686:i386']);
+  const out = runTool('apt-cache', ['depends', 'linux-image-686:i386']);
   const m = /linux-image-\d[^\s:]*-686(?!-)/.exec(out);
   if (!m) throw new TsvmError('could not resolve linux-image-686 to a kernel package (is the i386 architecture enabled in apt?)');
   return m[0];
 }
 
 function ensureI386Architecture(onProgress: (line: string) => void): void {
-  const foreign = run('dpkg', ['--print-foreign-architectures']);
+  const foreign = runTool('dpkg', ['--print-foreign-architectures']);
   const known = spawnSync('apt-cache', ['show', 'busybox-static:i386'], { encoding: 'utf8' }).status === 0;
   if (foreign.split('\n').includes('i386') && known) return;
   if (process.getuid?.() !== 0) throw new TsvmError('building the default guest needs the i386 architecture in apt: run as root once, or dpkg --add-architecture i386 && apt-get update');
   onProgress('enabling the i386 architecture in apt');
-  run('dpkg', ['--add-architecture', 'i386']);
+  runTool('dpkg', ['--add-architecture', 'i386']);
   // The i386 security index may fail while the main archive works: ignore the exit status.
   spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
 }
@@ -108,13 +109,13 @@ function buildDefaultGuest(onProgress: (line: string) => void): GuestInfo {
   const work = mkdtempSync(join(cacheDirectory(), '.build-'));
   try {
     onProgress(`downloading ${kernelPackage} and busybox-static (i386)`);
-    run('apt-get', ['download', '-q', `${kernelPackage}:i386`, 'busybox-static:i386'], work);
+    runTool('apt-get', ['download', '-q', `${kernelPackage}:i386`, 'busybox-static:i386'], work);
     const debs = readdirSync(work).filter((f) => f.endsWith('.deb'));
     const root = join(work, 'root');
     mkdirSync(root);
     for (const deb of debs) {
       onProgress(`unpacking ${deb}`);
-      run('dpkg-deb', ['-x', join(work, deb), root]);
+      runTool('dpkg-deb', ['-x', join(work, deb), root]);
     }
     const version = readdirSync(join(root, 'lib', 'modules'))[0];
     const busyboxVersion = debs.find((d) => d.startsWith('busybox'))?.split('_')[1]?.replace('%3a', ':') ?? '';

@@ -2,8 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TsvmError } from '../../base/errors.js';
-import { cacheDirectory } from '../default-guest.js';
-import { missingInstallerTools } from './installer-cd.js';
+import { cacheDirectory, runTool } from '../default-guest.js';
+import { GRUB_PC_DIR, missingInstallerTools } from './installer-cd.js';
 
 /**
  * A CD that boots Debian's own installer (debian-installer 12, i386): GRUB (grub-mkrescue) with Debian's
@@ -14,7 +14,6 @@ import { missingInstallerTools } from './installer-cd.js';
 
 export const DEBIAN_INSTALLER_PACKAGE = 'debian-installer-12-netboot-i386';
 const IMAGE_DIR = 'usr/lib/debian-installer/images/12/i386/text/debian-installer/i386';
-const GRUB_PC_DIR = '/usr/lib/grub/i386-pc';
 /** Bumped when what goes into the CD changes. */
 const LAYOUT_VERSION = 1;
 
@@ -32,14 +31,8 @@ export interface DebianInstallerCd {
   version: string;
 }
 
-function run(cmd: string, args: string[], cwd?: string): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8' });
-  if (r.error) throw new TsvmError(`${cmd} could not run: ${r.error.message}`);
-  if (r.status !== 0) throw new TsvmError(`${cmd} ${args.join(' ')} failed: ${(r.stderr || r.stdout || '').trim().split('\n').pop()}`);
-  return r.stdout;
-}
-
-function candidateVersion(): string {
+/** The installer package's version apt would download; throws when apt knows none. */
+export function debianInstallerVersion(): string {
   const out = spawnSync('apt-cache', ['policy', DEBIAN_INSTALLER_PACKAGE], { encoding: 'utf8' }).stdout ?? '';
   const version = /Candidate:\s*(\S+)/.exec(out)?.[1];
   if (!version || version === '(none)') throw new TsvmError(`apt knows no ${DEBIAN_INSTALLER_PACKAGE} (apt-get update?)`);
@@ -54,7 +47,7 @@ export function buildDebianInstallerCd(options: { append?: string; onProgress?: 
   const onProgress = options.onProgress ?? (() => {});
   const missing = missingInstallerTools();
   if (missing.length) throw new TsvmError(`building the Debian installer CD needs ${missing.join(', ')}`);
-  const version = candidateVersion();
+  const version = debianInstallerVersion();
   const append = options.append ?? 'console=ttyS0';
   const name = `debian-installer-${version}-${Buffer.from(append).toString('hex').slice(0, 24)}-v${LAYOUT_VERSION}.iso`.replace(/[^\w.+-]/g, '_');
   const iso = join(dirname(cacheDirectory()), name);
@@ -64,11 +57,11 @@ export function buildDebianInstallerCd(options: { append?: string; onProgress?: 
   const work = mkdtempSync(join(dirname(iso), '.debian-installer-build-'));
   try {
     onProgress(`downloading ${DEBIAN_INSTALLER_PACKAGE} ${version}`);
-    run('apt-get', ['download', '-q', `${DEBIAN_INSTALLER_PACKAGE}=${version}`], work);
+    runTool('apt-get', ['download', '-q', `${DEBIAN_INSTALLER_PACKAGE}=${version}`], work);
     const deb = readdirSync(work).find((f) => f.endsWith('.deb'));
     if (!deb) throw new TsvmError(`apt-get download left no ${DEBIAN_INSTALLER_PACKAGE} package`);
     const root = join(work, 'root');
-    run('dpkg-deb', ['-x', join(work, deb), root]);
+    runTool('dpkg-deb', ['-x', join(work, deb), root]);
     const tree = join(work, 'cd');
     mkdirSync(join(tree, 'boot', 'grub'), { recursive: true });
     for (const f of ['linux', 'initrd.gz']) {
@@ -80,7 +73,7 @@ export function buildDebianInstallerCd(options: { append?: string; onProgress?: 
       `set timeout=0\nset default=0\nmenuentry "Debian installer" {\n  linux /boot/linux ${append}\n  initrd /boot/initrd.gz\n}\n`);
     onProgress('making the ISO (grub-mkrescue)');
     const out = join(work, 'di.iso');
-    run('grub-mkrescue', ['-d', GRUB_PC_DIR, '--locales=', '--fonts=', '--themes=', '-o', out, tree]);
+    runTool('grub-mkrescue', ['-d', GRUB_PC_DIR, '--locales=', '--fonts=', '--themes=', '-o', out, tree]);
     renameSync(out, iso);
     onProgress(`Debian installer CD ready: ${iso}`);
     return { iso, version };

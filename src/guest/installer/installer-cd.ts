@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, s
 import { dirname, join } from 'node:path';
 import { TsvmError } from '../../base/errors.js';
 import { writeCpio, type CpioEntry } from '../cpio.js';
-import { cacheDirectory, ensureDefaultGuest, type GuestInfo, initramfsBase } from '../default-guest.js';
+import { cacheDirectory, ensureDefaultGuest, type GuestInfo, initramfsBase, runTool } from '../default-guest.js';
 import { readCpio } from './cpio-read.js';
 import { patchBootCode } from './grub-boot-code.js';
 
@@ -19,7 +19,7 @@ import { patchBootCode } from './grub-boot-code.js';
 
 /** Bumped when what goes into the CD changes in a way the hashed inputs below do not show. */
 const INSTALLER_LAYOUT_VERSION = 2;
-const GRUB_PC_DIR = '/usr/lib/grub/i386-pc';
+export const GRUB_PC_DIR = '/usr/lib/grub/i386-pc';
 
 /** Lines the installer and the installed system print on the serial port (and the VGA console). */
 export const INSTALLER_DONE = 'tsvm-installer: done';
@@ -156,13 +156,6 @@ export function missingInstallerTools(): string[] {
   return missing;
 }
 
-function run(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.error) throw new TsvmError(`${cmd} could not run: ${r.error.message}`);
-  if (r.status !== 0) throw new TsvmError(`${cmd} failed: ${(r.stderr || r.stdout || '').trim().split('\n').slice(-3).join(' / ')}`);
-  return r.stdout;
-}
-
 /** The ISO's path for a hash. */
 function isoPathFor(hash: string): string {
   return join(dirname(cacheDirectory()), `installer-${hash}.iso`);
@@ -187,7 +180,7 @@ function defaultGuestFiles(guest: GuestInfo): KernelFiles {
 }
 
 function grubVersion(): string {
-  return run('grub-mkimage', ['--version']).trim();
+  return runTool('grub-mkimage', ['--version']).trim();
 }
 
 function inputsHash(guest: GuestInfo): string {
@@ -217,7 +210,7 @@ export async function buildInstallerCd(options: BuildInstallerOptions = {}): Pro
     const enc = new TextEncoder();
     onProgress('making GRUB core.img for the disk (grub-mkimage)');
     const coreFile = join(work, 'core.img');
-    run('grub-mkimage', ['-O', 'i386-pc', '-d', GRUB_PC_DIR, '-o', coreFile, '-p', CORE_PREFIX, ...CORE_MODULES]);
+    runTool('grub-mkimage', ['-O', 'i386-pc', '-d', GRUB_PC_DIR, '-o', coreFile, '-p', CORE_PREFIX, ...CORE_MODULES]);
     const boot = patchBootCode(readFileSync(join(GRUB_PC_DIR, 'boot.img')), readFileSync(coreFile));
 
     const kernel = defaultGuestFiles(guest);
@@ -249,7 +242,7 @@ export async function buildInstallerCd(options: BuildInstallerOptions = {}): Pro
 
     onProgress('making the ISO (grub-mkrescue, BIOS El Torito)');
     const out = join(work, 'installer.iso');
-    run('grub-mkrescue', ['-d', GRUB_PC_DIR, '--locales=', '--fonts=', '--themes=', '--product-name=tsvm-installer',
+    runTool('grub-mkrescue', ['-d', GRUB_PC_DIR, '--locales=', '--fonts=', '--themes=', '--product-name=tsvm-installer',
       '-o', out, tree, '--', '-volid', 'TSVM_INSTALLER']);
     renameSync(out, iso);
     onProgress(`installer CD ready: ${iso}`);
