@@ -39,10 +39,6 @@ export class VirtualClock {
     this.setNowNs(0);
   }
 
-  get deterministic(): boolean {
-    return this.executed !== null;
-  }
-
   /** Guest nanoseconds per instruction in the deterministic mode. */
   get instructionNs(): number {
     return this.nsPerInstruction;

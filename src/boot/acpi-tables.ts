@@ -32,7 +32,8 @@ function ascii(target: Uint8Array, offset: number, text: string): void {
   for (let i = 0; i < text.length; i++) target[offset + i] = text.charCodeAt(i);
 }
 
-function checksum(bytes: Uint8Array, start = 0, end = bytes.length): number {
+/** The byte that makes `bytes[start..end)` sum to 0 (ACPI and MP tables). */
+export function checksum(bytes: Uint8Array, start = 0, end = bytes.length): number {
   let sum = 0;
   for (let i = start; i < end; i++) sum = (sum + bytes[i]) & 0xff;
   return (0x100 - sum) & 0xff;
@@ -64,8 +65,8 @@ function pkg(contents: number[]): number[] {
 }
 
 const nameSeg = (s: string) => [...s].map((c) => c.charCodeAt(0));
-const le16 = (v: number) => [v & 0xff, (v >> 8) & 0xff];
-const le32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
+export const le16 = (v: number) => [v & 0xff, (v >> 8) & 0xff];
+export const le32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
 
 /** Word address space descriptor (ACPI 6.4.3.5.3): bus numbers (type 2) or I/O ports (type 1). */
 function wordAddressSpace(type: number, min: number, max: number): number[] {

@@ -1,5 +1,6 @@
 import { LOCAL_APIC_DEFAULT_BASE, LOCAL_APIC_VERSION } from '../devices/apic/local-apic.js';
 import { IO_APIC_DEFAULT_BASE, IO_APIC_VERSION } from '../devices/apic/io-apic.js';
+import { checksum, le16, le32 } from './acpi-tables.js';
 
 /** A PCI function's INTx pin and the ISA IRQ (and I/O APIC pin) it is routed to. */
 export interface PciInterruptRoute {
@@ -24,12 +25,6 @@ const INT = 0, NMI = 1, EXTINT = 3;
 /** Interrupt flags: polarity bits 1:0, trigger bits 3:2 (0 = as the bus defines). */
 const LEVEL_ACTIVE_HIGH = 0xd;
 
-function sum(bytes: Uint8Array): number {
-  let s = 0;
-  for (const b of bytes) s = (s + b) & 0xff;
-  return s;
-}
-
 /**
  * The MultiProcessor Specification 1.4 tables for an OS booted without firmware and without ACPI: a floating
  * pointer structure and, after it, the configuration table (processor, PCI and ISA buses, the I/O APIC, I/O
@@ -38,8 +33,6 @@ function sum(bytes: Uint8Array): number {
  */
 export function buildMpTable(address: number, options: MpTableOptions): Uint8Array {
   const entries: number[][] = [];
-  const le16 = (v: number) => [v & 0xff, (v >> 8) & 0xff];
-  const le32 = (v: number) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24];
   const text = (s: string, n: number) => [...s.padEnd(n, ' ').slice(0, n)].map((c) => c.charCodeAt(0));
   // Processor 0: APIC ID 0, enabled and the bootstrap processor.
   entries.push([0, 0, LOCAL_APIC_VERSION & 0xff, 0x03, ...le32(options.cpuSignature), ...le32(options.cpuFeatures), ...new Array(8).fill(0)]);
@@ -65,14 +58,14 @@ export function buildMpTable(address: number, options: MpTableOptions): Uint8Arr
   dv.setUint16(34, entries.length, true);
   dv.setUint32(36, LOCAL_APIC_DEFAULT_BASE, true);
   table.set(body, 44);
-  table[7] = (0x100 - sum(table)) & 0xff;
+  table[7] = checksum(table);
 
   const floating = new Uint8Array(16);
   floating.set(text('_MP_', 4), 0);
   new DataView(floating.buffer).setUint32(4, address + 16, true);
   floating[8] = 1; // length in 16-byte units
   floating[9] = 4;
-  floating[10] = (0x100 - sum(floating)) & 0xff;
+  floating[10] = checksum(floating);
 
   const out = new Uint8Array(16 + table.length);
   out.set(floating, 0);
