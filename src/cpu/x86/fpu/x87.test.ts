@@ -118,9 +118,15 @@ test('FSTENV/FLDENV and FSAVE/FRSTOR in the 32-bit protected and 16-bit real-mod
   assert.equal(env16[3], 0x0010);
   assert.equal(env16[4], (0x1 << 12) | 0x1ee, 'FIP bits 19:16 and the opcode');
   // FSAVE then FRSTOR brings everything back.
+  const before = fpu.saveState();
   run([0xdd, 0x30], 0x300, true);
   assert.equal((fpu.saveState().fields.empty as number[]).filter((e) => e === 1).length, 8, 'FSAVE reinitializes');
   run([0xdd, 0x20], 0x300, true);
+  // The pointers come back as the real-mode layout holds them: FIP as a linear address, no selectors.
+  const { pointers, ...restored } = fpu.saveState().fields;
+  const { pointers: savedPointers, ...saved } = before.fields;
+  assert.deepEqual(restored, saved, 'FRSTOR restores the registers, tags, TOP, control and status words');
+  assert.deepEqual(pointers, [0x10010, 0, (savedPointers as number[])[2], 0, 0]);
   run([0xdb, 0x38], 0x400);
   assert.deepEqual([host.mem.getUint32(0x400, true), host.mem.getUint16(0x408, true)], [0, 0], 'ST(0) = +0 again');
 });
