@@ -56,6 +56,7 @@ test('-icount and -rtc base as in QEMU', () => {
     [['-icount', 'shift=1,align=on'], /^-icount shift=1,align=on: unknown parameter 'align'/],
     [['-icount', 'sleep=maybe'], /^-icount/],
     [['-rtc', 'base=yesterday'], /^-rtc base=yesterday: base must be utc or YYYY-MM-DD/],
+    [['-rtc', 'base=2020-13-45T99:00:00'], /^-rtc base=2020-13-45T99:00:00: base must be utc or YYYY-MM-DD/],
   ] as [string[], RegExp][]) {
     assert.throws(() => parseTsvmArgs(args), { message });
   }

@@ -129,7 +129,9 @@ function parseRtcBase(text: string): number | undefined {
       else {
         const m = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2}))?$/.exec(v);
         const ms = m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +(m[4] ?? 0), +(m[5] ?? 0), +(m[6] ?? 0)) : NaN;
-        if (!Number.isFinite(ms)) throw new TsvmError(`-rtc ${text}: base must be utc or YYYY-MM-DD[THH:MM:SS]`);
+        // Date.UTC rolls impossible fields over (month 13, hour 99): the date must read back as written.
+        const exists = Number.isFinite(ms) && new Date(ms).toISOString().slice(0, v.length) === v;
+        if (!exists) throw new TsvmError(`-rtc ${text}: base must be utc or YYYY-MM-DD[THH:MM:SS]`);
         base = ms / 1000;
       }
     } else if (k !== 'clock' && k !== 'driftfix') {
