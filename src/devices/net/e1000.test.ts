@@ -150,11 +150,11 @@ test('e1000: a received frame lands in the ring buffer with its FCS unless SECRC
 
 test('e1000: a frame larger than one buffer spans descriptors; a full ring refuses, and RDT brings receiveReady', () => {
   const { backend, up, dv, rd, wr } = card();
-  up(4, (1 << 5) | (1 << 26)); // LPE, SECRC
-  const big = frameTo(MAC, 7000);
-  assert.equal(backend.receiver!.receive(big), false, 'three free descriptors are not enough for 7014 bytes');
+  up(8, (1 << 5) | (1 << 26)); // LPE, SECRC
+  const big = frameTo(MAC, 15000);
+  assert.equal(backend.receiver!.receive(big), false, 'seven free descriptors are not enough for 15014 bytes');
   assert.equal(backend.ready, 0);
-  wr(0x2818, 3); // tail stays: no new room, still tell the back end
+  wr(0x2818, 7); // tail stays: no new room, still tell the back end
   assert.equal(backend.ready, 1);
   const f = frameTo(MAC, 3000);
   assert.equal(backend.receiver!.receive(f), true);

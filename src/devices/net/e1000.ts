@@ -234,6 +234,11 @@ export class E1000 extends PciFunction implements NetReceiver {
         r[RCTL >> 2] = value;
         this.offerRoom();
         return;
+      case TCTL:
+        // Enabling the transmitter sends what the ring already holds (Linux enables it only once the link is up).
+        r[TCTL >> 2] = value;
+        this.transmit();
+        return;
       case RDBAL: case TDBAL: r[offset >> 2] = value & ~0xf; return;
       case RDLEN: case TDLEN: r[offset >> 2] = value & 0xfff80; return;
       case RDH: case TDH: r[offset >> 2] = value & 0xffff; return;
