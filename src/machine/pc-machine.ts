@@ -35,6 +35,9 @@ import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
 import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
+import type { VirtioDevice } from '../devices/virtio/virtio-device.js';
+import { VirtioPciFunction } from '../devices/virtio/virtio-pci.js';
+import { createVirtioDevice } from './virtio-devices.js';
 
 /** COM1..COM4 port bases and IRQs. */
 const SERIAL_PORTS: [number, number][] = [[0x3f8, 4], [0x2f8, 3], [0x3e8, 4], [0x2e8, 3]];
@@ -45,6 +48,10 @@ export interface PcMachineHost extends SystemControl {
   debugcon?: CharBackend;
   /** Opened IDE drives by position (primary master, primary slave, secondary master, secondary slave). */
   drives: (OpenedDrive | undefined)[];
+  /** Opened drives of virtio-blk devices, by drive id. */
+  virtioDrives?: Map<string, OpenedDrive>;
+  /** Character backends by -chardev id (virtio-serial ports). */
+  chardevs?: Map<string, CharBackend>;
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
   /** The guest wrote to isa-debug-exit: end with this process exit status. */
@@ -74,6 +81,8 @@ export class PcMachine {
   readonly vga: StdVga;
   readonly ide: Piix3Ide;
   readonly keyboard: I8042;
+  /** Virtio PCI functions, in slot order. */
+  readonly virtio: VirtioPciFunction[] = [];
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
@@ -146,6 +155,9 @@ export class PcMachine {
     this.pci.add(this.vga, 2);
     this.devices.push(this.vga);
 
+    const resources = { memory: this.memory, drives: host.virtioDrives ?? new Map(), chardevs: host.chardevs ?? new Map() };
+    (config.virtioDevices ?? []).forEach((d, i) => this.addVirtioDevice(createVirtioDevice(d, i, resources)));
+
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
     this.bios = this.kernel ? null : new SystemBios(this.memory, readFirmware('BIOS', config.bios ?? DEFAULT_BIOS, { maxBytes: 16 * 2 ** 20, multipleOf: 64 * 1024 }));
@@ -160,6 +172,15 @@ export class PcMachine {
     this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
     this.fillCmos();
     this.boot();
+  }
+
+  /** Puts a virtio device on the PCI bus (next free slot) behind the virtio PCI transport. */
+  addVirtioDevice(device: VirtioDevice): VirtioPciFunction {
+    const fn = new VirtioPciFunction(device, { memory: this.memory, deliverMsi: (address, data) => this.apicBus.deliverMsi(address, data) });
+    this.pci.addToFreeSlot(fn);
+    this.devices.push(fn);
+    this.virtio.push(fn);
+    return fn;
   }
 
   /**
@@ -260,12 +281,12 @@ export class PcMachine {
 
   /** Device requests to the host are in flight: their completions arrive through Node's event loop. */
   ioPending(): boolean {
-    return this.ide.busy;
+    return this.ide.busy || this.virtio.some((fn) => fn.busy);
   }
 
   /** Waits for device requests still in flight (disk reads and writes); the images are closed after. */
   async close(): Promise<void> {
-    await this.ide.close();
+    await Promise.all([this.ide.close(), ...this.virtio.map((fn) => fn.device.drain())]);
   }
 
   saveDeviceStates(): Record<string, VersionedState> {
