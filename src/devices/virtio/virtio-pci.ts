@@ -362,6 +362,8 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
         q.indirect = (this.negotiated & featureBit(VIRTIO_F_INDIRECT_DESC)) !== 0n;
       }
       this.device.activate(this);
+      // Buffers made available before DRIVER_OK (and their doorbells, ignored then) are served now.
+      for (const q of this.queues) if (q.hasAvailable()) this.queueNotify(q.index);
     }
   }
 

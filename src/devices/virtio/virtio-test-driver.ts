@@ -94,6 +94,7 @@ export class TestVirtioDriver {
       this.common(0x18, 2, size);
       const ring = { size, desc: base, avail: base + 0x1000, used: base + 0x2000, next: 0 };
       base += 0x3000;
+      this.memory.writeBytes(ring.desc, new Uint8Array(0x3000)); // fresh rings, as a driver allocates them
       this.common(0x20, 4, ring.desc);
       this.common(0x28, 4, ring.avail);
       this.common(0x30, 4, ring.used);
