@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { ConsoleVm } from './console-vm.js';
 import { TSVM, defaultGuestOrNull } from './guest-helpers.js';
 
-/** Why the test cannot run here, or null. It needs root, iproute2 and /dev/net/tun, socat and busybox (udhcpd, wget). */
+/** Why the test cannot run here, or null. It needs root, iproute2 and /dev/net/tun, socat, busybox (udhcpd) and curl. */
 function missing(): string | null {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces and tap devices)';
   if (!existsSync('/dev/net/tun')) return 'no /dev/net/tun';
-  for (const tool of ['ip', 'socat', 'busybox']) if (spawnSync('which', [tool]).status !== 0) return `${tool} is not installed`;
+  for (const tool of ['ip', 'socat', 'busybox', 'curl']) if (spawnSync('which', [tool]).status !== 0) return `${tool} is not installed`;
   if (!spawnSync('busybox', ['--list'], { encoding: 'utf8' }).stdout.split('\n').includes('udhcpd')) return 'busybox has no udhcpd';
   return null;
 }
@@ -32,8 +32,8 @@ test('tap netdev in a network namespace: the e1000 gets a DHCP lease from udhcpd
   try {
     writeFileSync(join(dir, 'udhcpd.conf'), `start 10.1.0.50\nend 10.1.0.60\ninterface tap0\nlease_file ${dir}/leases\nopt subnet 255.255.255.0\nopt router 10.1.0.1\n`);
     writeFileSync(join(dir, 'leases'), '');
-    const setup = sh(ns, `ip link set lo up && ip tuntap add dev tap0 mode tap && ip addr add 10.1.0.1/24 dev tap0 && ip link set tap0 up
-      && busybox udhcpd ${dir}/udhcpd.conf`);
+    const setup = sh(ns, `ip link set lo up && ip tuntap add dev tap0 mode tap && ip addr add 10.1.0.1/24 dev tap0 && ip link set tap0 up && \
+      busybox udhcpd ${dir}/udhcpd.conf`);
     assert.equal(setup.status, 0, setup.stderr);
     // The guest serves a page; once it says so, the host side (in the namespace) fetches it over the tap device.
     const script = 'mkdir -p /www; echo hello-from-the-guest > /www/index.html; httpd -h /www -p 80; echo "httpd-""up"\n';
@@ -43,7 +43,7 @@ test('tap netdev in a network namespace: the e1000 gets a DHCP lease from udhcpd
       const ip = (await vm.waitFor(/tsvm-guest: eth0 has (10\.1\.0\.\d+)/))[1];
       assert.match(ip, /^10\.1\.0\.(5\d|60)$/, 'a lease from udhcpd');
       await vm.waitFor(/^httpd-up/m);
-      const page = sh(ns, `busybox wget -q -T 20 -O - http://${ip}/`);
+      const page = sh(ns, `curl -s --max-time 20 http://${ip}/`);
       assert.equal(page.stdout.trim(), 'hello-from-the-guest', page.stderr);
     } finally {
       vm.kill();
