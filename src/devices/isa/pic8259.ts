@@ -1,7 +1,16 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bool, int, record, stateSchema, u8, type FieldValues } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, InterruptAcknowledge, IntrPin, IrqLine } from '../device.js';
+
+const CHIP_STATE = {
+  irr: u8, isr: u8, imr: u8, vectorBase: int(0, 0xf8), lines: u8, elcr: u8, initStep: int(0, 3),
+  needIcw4: bool, singleMode: bool, autoEoi: bool, readIsr: bool, poll: bool, specialMask: bool, rotateOnAutoEoi: bool,
+  lowestPriority: int(0, 7), specialFullyNested: bool,
+};
+type ChipState = FieldValues<typeof CHIP_STATE>;
+/** Version 2 names the registers (version 1 was a list of numbers). */
+const PIC_STATE = stateSchema(2, { master: record(CHIP_STATE), slave: record(CHIP_STATE) });
 
 /** One 8259A: the registers and the priority logic. */
 class Pic8259Chip {
@@ -169,22 +178,17 @@ class Pic8259Chip {
     return this.imr;
   }
 
-  save(): number[] {
-    return [this.irr, this.isr, this.imr, this.vectorBase, this.lines, this.elcr, this.initStep, +this.needIcw4, +this.singleMode,
-      +this.autoEoi, +this.readIsr, +this.poll, +this.specialMask, +this.rotateOnAutoEoi, this.lowestPriority, +this.specialFullyNested];
+  save(): ChipState {
+    const { irr, isr, imr, vectorBase, lines, elcr, initStep, needIcw4, singleMode, autoEoi, readIsr, poll, specialMask, rotateOnAutoEoi, lowestPriority, specialFullyNested } = this;
+    return { irr, isr, imr, vectorBase, lines, elcr, initStep, needIcw4, singleMode, autoEoi, readIsr, poll, specialMask, rotateOnAutoEoi, lowestPriority, specialFullyNested };
   }
 
-  load(v: number[]): void {
-    [this.irr, this.isr, this.imr, this.vectorBase, this.lines, this.elcr, this.initStep] = v;
-    this.needIcw4 = !!v[7];
-    this.singleMode = !!v[8];
-    this.autoEoi = !!v[9];
-    this.readIsr = !!v[10];
-    this.poll = !!v[11];
-    this.specialMask = !!v[12];
-    this.rotateOnAutoEoi = !!v[13];
-    this.lowestPriority = v[14] & 7;
-    this.specialFullyNested = !!v[15];
+  load(s: ChipState): void {
+    ({
+      irr: this.irr, isr: this.isr, imr: this.imr, vectorBase: this.vectorBase, lines: this.lines, elcr: this.elcr, initStep: this.initStep,
+      needIcw4: this.needIcw4, singleMode: this.singleMode, autoEoi: this.autoEoi, readIsr: this.readIsr, poll: this.poll,
+      specialMask: this.specialMask, rotateOnAutoEoi: this.rotateOnAutoEoi, lowestPriority: this.lowestPriority, specialFullyNested: this.specialFullyNested,
+    } = s);
   }
 }
 
@@ -272,15 +276,17 @@ export class DualPic8259 implements Device, InterruptAcknowledge {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { master: this.master.save(), slave: this.slave.save() } };
+    return PIC_STATE.save({ master: this.master.save(), slave: this.slave.save() });
+  }
+
+  checkState(state: VersionedState): void {
+    PIC_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const m = state?.fields?.master, s = state?.fields?.slave;
-    const ok = (v: unknown) => Array.isArray(v) && v.length === 16 && v.every((x) => typeof x === 'number');
-    if (state?.version !== 1 || !ok(m) || !ok(s)) throw new StateError('pic: bad state');
-    this.master.load(m as number[]);
-    this.slave.load(s as number[]);
+    const s = PIC_STATE.restore(this.id, state);
+    this.master.load(s.master);
+    this.slave.load(s.slave);
     this.update();
   }
 }
