@@ -136,9 +136,19 @@ export function list<T>(item: FieldType<T>, length: number | { max: number }): F
 
 /** The value or null (a deadline that is not armed, a count not yet written). */
 export function nullable<T>(type: FieldType<T>): FieldType<T | null> {
+  const expected = `${type.expected} or null`;
   return {
-    expected: `${type.expected} or null`,
-    read: (v, path, version) => (v === null ? null : type.read(v, path, version)),
+    expected,
+    read: (v, path, version) => {
+      if (v === null) return null;
+      try {
+        return type.read(v, path, version);
+      } catch (e) {
+        // Say what the field may hold, null included.
+        if (e instanceof FieldError && e.path === path && v !== undefined) return mismatch(path, expected, v);
+        throw e;
+      }
+    },
     write: (v) => (v === null ? null : type.write(v)),
   };
 }
