@@ -227,3 +227,15 @@ export function stateSchema<F extends FieldList>(
 
 /** The values a schema restores, or a field type holds. */
 export type ValueOf<S> = S extends StateSchema<infer T> ? T : S extends FieldType<infer T> ? T : never;
+
+/** The properties `names` of an object whose state fields are named as its properties (for saving). */
+export function pick<T extends object, K extends keyof T>(from: T, names: readonly K[]): Pick<T, K> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const name of names) out[name] = from[name];
+  return out as Pick<T, K>;
+}
+
+/** Loads restored values into the properties of the same names (the counterpart of `pick`). */
+export function assign<T extends object, K extends keyof T>(to: T, from: Pick<T, K>, names: readonly K[]): void {
+  for (const name of names) to[name] = from[name];
+}

@@ -11,7 +11,7 @@
 import { errorMessage } from '../../base/errors.js';
 import { debugLog } from '../../base/log.js';
 import type { VersionedState } from '../../base/state.js';
-import { bool, bytes, int, list, oneOf, record, stateSchema, u32, u8, uint53, type ValueOf } from '../../base/state-schema.js';
+import { assign, bool, bytes, int, list, oneOf, pick, record, stateSchema, u32, u8, uint53, type ValueOf } from '../../base/state-schema.js';
 import type { BlockDriver } from '../../block/index.js';
 import type { AccessSize } from '../../memory/bus-device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
@@ -1097,40 +1097,28 @@ function ideState(kinds: Unit['kind'][][]) {
   });
 }
 
+/** The unit's own properties its state holds under the same names. */
+const UNIT_PROPERTIES = [
+  'feature', 'nsector', 'sector', 'lcyl', 'hcyl', 'hobFeature', 'hobNsector', 'hobSector', 'hobLcyl', 'hobHcyl',
+  'select', 'status', 'error', 'multSectors', 'xferMode', 'pos', 'end', 'head', 'len',
+  'lba', 'remaining', 'fetchLba', 'fetchLeft', 'blockSectors', 'bcl', 'writeCache', 'ext', 'atapiDma', 'sectorRead',
+  'xfer', 'done', 'op', 'dma',
+] as const;
+const ATAPI_PROPERTIES = ['trayOpen', 'trayLocked', 'senseKey', 'asc', 'ascq', 'unitAttention', 'mediaEvent'] as const;
+
 function saveUnit(u: Unit): UnitState {
-  const a = u.atapi;
   return {
-    feature: u.feature, nsector: u.nsector, sector: u.sector, lcyl: u.lcyl, hcyl: u.hcyl,
-    hobFeature: u.hobFeature, hobNsector: u.hobNsector, hobSector: u.hobSector, hobLcyl: u.hobLcyl, hobHcyl: u.hobHcyl,
-    select: u.select, status: u.status, error: u.error, multSectors: u.multSectors, xferMode: u.xferMode,
-    pos: u.pos, end: u.end, head: u.head, len: u.len,
-    lba: u.lba, remaining: u.remaining, fetchLba: u.fetchLba, fetchLeft: u.fetchLeft, blockSectors: u.blockSectors, bcl: u.bcl,
-    writeCache: u.writeCache, ext: u.ext, atapiDma: u.atapiDma, sectorRead: u.sectorRead,
-    xfer: u.xfer, done: u.done, op: u.op, dma: u.dma,
+    ...pick(u, UNIT_PROPERTIES),
     buf: u.buf.subarray(0, Math.max(u.end, u.len, u.op === 'ata-write' ? u.blockSectors * SECTOR : 0)),
-    atapi: {
-      trayOpen: a.trayOpen, trayLocked: a.trayLocked, senseKey: a.senseKey, asc: a.asc, ascq: a.ascq,
-      unitAttention: a.unitAttention, mediaEvent: a.mediaEvent,
-    },
+    atapi: pick(u.atapi, ATAPI_PROPERTIES),
   };
 }
 
 function restoreUnit(u: Unit, s: UnitState): void {
-  ({
-    feature: u.feature, nsector: u.nsector, sector: u.sector, lcyl: u.lcyl, hcyl: u.hcyl,
-    hobFeature: u.hobFeature, hobNsector: u.hobNsector, hobSector: u.hobSector, hobLcyl: u.hobLcyl, hobHcyl: u.hobHcyl,
-    select: u.select, status: u.status, error: u.error, multSectors: u.multSectors, xferMode: u.xferMode,
-    pos: u.pos, end: u.end, head: u.head, len: u.len,
-    lba: u.lba, remaining: u.remaining, fetchLba: u.fetchLba, fetchLeft: u.fetchLeft, blockSectors: u.blockSectors, bcl: u.bcl,
-    writeCache: u.writeCache, ext: u.ext, atapiDma: u.atapiDma, sectorRead: u.sectorRead,
-    xfer: u.xfer, done: u.done, op: u.op, dma: u.dma,
-  } = s);
+  assign(u, s, UNIT_PROPERTIES);
   u.buf.fill(0);
   u.buf.set(s.buf);
-  ({
-    trayOpen: u.atapi.trayOpen, trayLocked: u.atapi.trayLocked, senseKey: u.atapi.senseKey, asc: u.atapi.asc, ascq: u.atapi.ascq,
-    unitAttention: u.atapi.unitAttention, mediaEvent: u.atapi.mediaEvent,
-  } = s.atapi);
+  assign(u.atapi, s.atapi, ATAPI_PROPERTIES);
   // Completions of requests issued before the restore are stale.
   u.gen++;
 }

@@ -1,5 +1,5 @@
 import type { VersionedState } from '../../base/state.js';
-import { bool, int, record, stateSchema, u8, type FieldValues } from '../../base/state-schema.js';
+import { assign, bool, int, pick, record, stateSchema, u8, type FieldValues } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, InterruptAcknowledge, IntrPin, IrqLine } from '../device.js';
 
@@ -9,6 +9,10 @@ const CHIP_STATE = {
   lowestPriority: int(0, 7), specialFullyNested: bool,
 };
 type ChipState = FieldValues<typeof CHIP_STATE>;
+const CHIP_PROPERTIES = [
+  'irr', 'isr', 'imr', 'vectorBase', 'lines', 'elcr', 'initStep', 'needIcw4', 'singleMode', 'autoEoi', 'readIsr', 'poll',
+  'specialMask', 'rotateOnAutoEoi', 'lowestPriority', 'specialFullyNested',
+] as const;
 /** Version 2 names the registers (version 1 was a list of numbers). */
 const PIC_STATE = stateSchema(2, { master: record(CHIP_STATE), slave: record(CHIP_STATE) });
 
@@ -179,16 +183,11 @@ class Pic8259Chip {
   }
 
   save(): ChipState {
-    const { irr, isr, imr, vectorBase, lines, elcr, initStep, needIcw4, singleMode, autoEoi, readIsr, poll, specialMask, rotateOnAutoEoi, lowestPriority, specialFullyNested } = this;
-    return { irr, isr, imr, vectorBase, lines, elcr, initStep, needIcw4, singleMode, autoEoi, readIsr, poll, specialMask, rotateOnAutoEoi, lowestPriority, specialFullyNested };
+    return pick(this, CHIP_PROPERTIES);
   }
 
   load(s: ChipState): void {
-    ({
-      irr: this.irr, isr: this.isr, imr: this.imr, vectorBase: this.vectorBase, lines: this.lines, elcr: this.elcr, initStep: this.initStep,
-      needIcw4: this.needIcw4, singleMode: this.singleMode, autoEoi: this.autoEoi, readIsr: this.readIsr, poll: this.poll,
-      specialMask: this.specialMask, rotateOnAutoEoi: this.rotateOnAutoEoi, lowestPriority: this.lowestPriority, specialFullyNested: this.specialFullyNested,
-    } = s);
+    assign(this, s, CHIP_PROPERTIES);
   }
 }
 

@@ -1,5 +1,5 @@
 import type { VersionedState } from '../../base/state.js';
-import { bool, int, list, nullable, num, oneOf, record, since, stateSchema, u8 } from '../../base/state-schema.js';
+import { assign, bool, int, list, nullable, num, oneOf, pick, record, since, stateSchema, u8 } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { Timer, TimerQueue } from '../timer-queue.js';
@@ -15,6 +15,10 @@ const COUNTER_STATE = record({
   gate: bool, latched: list(u8, { max: 2 }), statusLatched: int(-1, 0xff), writeLow: int(-1, 0xff), readMsbNext: bool,
   outWhenIdle: bool, pendingReload: int(-1, 0x10000), oneShotFired: bool,
 });
+/** The counter's properties its state holds as they are. */
+const COUNTER_PROPERTIES = [
+  'mode', 'access', 'bcd', 'reload', 'gate', 'statusLatched', 'writeLow', 'readMsbNext', 'outWhenIdle', 'pendingReload', 'oneShotFired',
+] as const;
 /** Version 2 adds port 0x61's refresh toggle. */
 const PIT_STATE = stateSchema(2, {
   counters: list(COUNTER_STATE, 3),
@@ -301,9 +305,7 @@ export class Pit8254 implements Device {
   saveState(): VersionedState {
     return PIT_STATE.save({
       counters: this.counters.map((c) => ({
-        mode: c.mode, access: c.access, bcd: c.bcd, reload: c.reload, startNs: Number.isNaN(c.startNs) ? null : c.startNs, gate: c.gate,
-        latched: [...c.latched], statusLatched: c.statusLatched, writeLow: c.writeLow, readMsbNext: c.readMsbNext,
-        outWhenIdle: c.outWhenIdle, pendingReload: c.pendingReload, oneShotFired: c.oneShotFired,
+        ...pick(c, COUNTER_PROPERTIES), startNs: Number.isNaN(c.startNs) ? null : c.startNs, latched: [...c.latched],
       })),
       speakerData: this.speakerData,
       refreshToggle: this.refreshToggle ? 0x10 : 0,
@@ -319,10 +321,7 @@ export class Pit8254 implements Device {
     const s = PIT_STATE.restore(this.id, state);
     s.counters.forEach((saved, i) => {
       const c = this.counters[i];
-      ({
-        mode: c.mode, access: c.access, bcd: c.bcd, reload: c.reload, gate: c.gate, statusLatched: c.statusLatched, writeLow: c.writeLow,
-        readMsbNext: c.readMsbNext, outWhenIdle: c.outWhenIdle, pendingReload: c.pendingReload, oneShotFired: c.oneShotFired,
-      } = saved);
+      assign(c, saved, COUNTER_PROPERTIES);
       c.startNs = saved.startNs ?? NaN;
       c.latched = [...saved.latched];
     });
