@@ -4,6 +4,7 @@
  */
 
 import type { IcountConfig } from '../base/clock.js';
+import type { SocketNetdevConfig } from '../net/socket-netdev.js';
 
 export type SerialConfig =
   | { kind: 'stdio' }
@@ -23,7 +24,46 @@ export interface DriveConfig {
   /** IDE position (0 = primary master ... 3 = secondary slave), when given. */
   index?: number;
   readOnly: boolean;
+  /** The name `-device virtio-blk-pci,drive=ID` refers to; also the disk's serial number (virtio-blk GET_ID). */
+  id?: string;
+  /** QEMU's cache modes: unsafe never syncs, writethrough syncs every write, none and writeback on flush. */
+  cache?: 'none' | 'writeback' | 'writethrough' | 'unsafe';
+  /** discard=unmap: guest discards free space in the image (virtio-blk). */
+  discard?: boolean;
 }
+
+/** A network back end (-netdev): the host side of a virtual wire. */
+export type NetdevConfig =
+  | { kind: 'socket'; id: string; socket: SocketNetdevConfig }
+  | { kind: 'tap'; id: string; ifname: string };
+
+/** A guest network card (-device e1000,netdev=ID,mac=...) on a netdev. */
+export interface NicConfig {
+  model: 'e1000';
+  netdev: string;
+  /** Six bytes; unless given, QEMU's 52:54:00:12:34:56 with the last byte counting up per card. */
+  mac?: Uint8Array;
+}
+
+/** -object filter-dump: frames crossing `netdev` go to a pcap file. */
+export interface NetDumpConfig {
+  netdev: string;
+  file: string;
+  maxlen?: number;
+}
+/** A port of a virtio-serial device: a console (hvc) or a named port (/dev/virtio-ports/NAME), on a chardev. */
+export interface VirtioSerialPortConfig {
+  console: boolean;
+  name?: string;
+  chardev: string;
+}
+
+/** Virtio devices (-device ...-pci), in command-line order (their PCI slots follow it). */
+export type VirtioDeviceConfig =
+  | { kind: 'virtio-blk'; drive: string }
+  | { kind: 'virtio-rng' }
+  | { kind: 'virtio-balloon' }
+  | { kind: 'virtio-serial'; ports: VirtioSerialPortConfig[] };
 
 export interface BootConfig {
   /** Drive letters in order: a/b floppy, c first disk, d CD-ROM, n network. */
@@ -51,6 +91,11 @@ export interface MachineConfig {
   /** The debug console's port (QEMU's isa-debugcon iobase; 0xe9 unless set). */
   debugconPort?: number;
   drives: DriveConfig[];
+  /** -snapshot: guest writes go to temporary overlays that disappear at exit; the images stay untouched. */
+  snapshot?: boolean;
+  virtioDevices?: VirtioDeviceConfig[];
+  /** Character backends by id (-chardev), for virtio-serial ports. */
+  chardevs?: Record<string, SerialConfig>;
   /** QEMU's isa-debug-exit device (-device isa-debug-exit,iobase=...,iosize=...): a guest write ends tsvm. */
   debugExit?: { iobase: number; iosize: number };
   boot: BootConfig;
@@ -65,6 +110,10 @@ export interface MachineConfig {
   icount?: IcountConfig;
   /** The RTC's date at power-on, seconds since the epoch (-rtc base=); the host's clock unless given. */
   rtcBase?: number;
+  /** Network back ends, cards and packet dumps; no card unless given. */
+  netdevs?: NetdevConfig[];
+  nics?: NicConfig[];
+  netDumps?: NetDumpConfig[];
 }
 
 /** The RTC's start in the deterministic mode unless -rtc base= says otherwise: runs must not depend on the host's date. */

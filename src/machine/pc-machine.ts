@@ -17,6 +17,7 @@ import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
 import { StdVga } from '../devices/display/std-vga.js';
 import { Piix3Ide } from '../devices/ide/piix3-ide.js';
+import { E1000 } from '../devices/net/e1000.js';
 import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
@@ -34,8 +35,12 @@ import { TimerQueue } from '../devices/timer-queue.js';
 import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
+import type { OpenedNic } from '../net/netdevs.js';
 import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
+import type { VirtioDevice } from '../devices/virtio/virtio-device.js';
+import { VirtioPciFunction } from '../devices/virtio/virtio-pci.js';
+import { createVirtioDevice } from './virtio-devices.js';
 
 /** COM1..COM4 port bases and IRQs. */
 const SERIAL_PORTS: [number, number][] = [[0x3f8, 4], [0x2f8, 3], [0x3e8, 4], [0x2e8, 3]];
@@ -46,6 +51,12 @@ export interface PcMachineHost extends SystemControl {
   debugcon?: CharBackend;
   /** Opened IDE drives by position (primary master, primary slave, secondary master, secondary slave). */
   drives: (OpenedDrive | undefined)[];
+  /** Network cards with their back ends open, in configuration order. */
+  nics?: OpenedNic[];
+  /** Opened drives of virtio-blk devices, by drive id. */
+  virtioDrives?: Map<string, OpenedDrive>;
+  /** Character backends by -chardev id (virtio-serial ports). */
+  chardevs?: Map<string, CharBackend>;
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
   /** The guest wrote to isa-debug-exit: end with this process exit status. */
@@ -75,6 +86,9 @@ export class PcMachine {
   readonly vga: StdVga;
   readonly ide: Piix3Ide;
   readonly keyboard: I8042;
+  readonly nics: E1000[] = [];
+  /** Virtio PCI functions, in slot order. */
+  readonly virtio: VirtioPciFunction[] = [];
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
@@ -147,6 +161,16 @@ export class PcMachine {
     this.pci.add(this.vga, 2);
     this.devices.push(this.vga);
 
+    // Network cards from slot 3 on, in order, as QEMU places -device cards after the VGA.
+    for (const [i, nic] of (host.nics ?? []).entries()) {
+      const e1000 = new E1000({ id: `e1000.${i}`, memory: this.memory, mac: nic.mac, backend: nic.backend });
+      this.pci.addToFreeSlot(e1000);
+      this.nics.push(e1000);
+      this.devices.push(e1000);
+    }
+    const resources = { memory: this.memory, drives: host.virtioDrives ?? new Map(), chardevs: host.chardevs ?? new Map() };
+    (config.virtioDevices ?? []).forEach((d, i) => this.addVirtioDevice(createVirtioDevice(d, i, resources)));
+
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
     this.bios = this.kernel ? null : new SystemBios(this.memory, readFirmware('BIOS', config.bios ?? DEFAULT_BIOS, { maxBytes: 16 * 2 ** 20, multipleOf: 64 * 1024 }));
@@ -161,6 +185,15 @@ export class PcMachine {
     this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
     this.fillCmos();
     this.boot();
+  }
+
+  /** Puts a virtio device on the PCI bus (next free slot) behind the virtio PCI transport. */
+  addVirtioDevice(device: VirtioDevice): VirtioPciFunction {
+    const fn = new VirtioPciFunction(device, { memory: this.memory, deliverMsi: (address, data) => this.apicBus.deliverMsi(address, data) });
+    this.pci.addToFreeSlot(fn);
+    this.devices.push(fn);
+    this.virtio.push(fn);
+    return fn;
   }
 
   /**
@@ -227,6 +260,8 @@ export class PcMachine {
     this.pci.assignInterruptLines();
     this.pmFunction.configureAsFirmwareDoes();
     this.ide.configureAsFirmwareDoes();
+    // Below the I/O APIC: 128 KiB of registers per card; I/O windows after the IDE bus-master block.
+    this.nics.forEach((nic, i) => nic.configureAsFirmwareDoes(0xfeb00000 + i * 0x20000, 0xc100 + i * 0x40));
     const multiboot = findMultibootHeader(this.kernel!);
     if (multiboot) {
       if (this.initrd) throw new TsvmError('-initrd: Multiboot modules are not supported');
@@ -266,12 +301,12 @@ export class PcMachine {
    * in the restored state). Drain first: pause, then wait until this is false (or `close()`).
    */
   ioPending(): boolean {
-    return this.ide.busy;
+    return this.ide.busy || this.virtio.some((fn) => fn.busy);
   }
 
   /** Waits for device requests still in flight (disk reads and writes); the images are closed after. */
   async close(): Promise<void> {
-    await this.ide.close();
+    await Promise.all([this.ide.close(), ...this.virtio.map((fn) => fn.device.drain())]);
   }
 
   /** The state of the guest clock, every device and the CPU, by id (RAM is not in it). Save while paused. */
