@@ -12,6 +12,7 @@ import { HAVE_BINUTILS, assembleFlat } from '../src/cpu/x86/testing/assemble.js'
 import type { CharBackend } from '../src/devices/char-backend.js';
 import { defaultMachineConfig, type MachineConfig } from '../src/machine/config.js';
 import { PcMachine } from '../src/machine/pc-machine.js';
+import type { NetBackend } from '../src/net/net-backend.js';
 import { defaultGuestOrNull } from './guest-helpers.js';
 
 /**
@@ -29,8 +30,13 @@ class Rig {
 
   constructor(config: MachineConfig) {
     const serial: CharBackend = { write: (b) => (this.output += Buffer.from(b).toString('latin1')), onInput: () => {} };
+    // Back ends that go nowhere, for the network cards and virtio-serial ports the configuration names.
+    const nowhere: NetBackend = { attach: () => {}, send: () => {}, receiveReady: () => {}, close: async () => {} };
+    const nics = (config.nics ?? []).map((nic, i) => ({ config: nic, mac: Uint8Array.of(0x52, 0x54, 0, 0x12, 0x34, 0x56 + i), backend: nowhere }));
+    const chardevs = new Map<string, CharBackend>([['c0', { write: () => {}, onInput: () => {} }]]);
     this.pc = new PcMachine(config, {
-      serials: [serial], drives: [], requestReset: () => {}, requestPowerOff: () => {}, wake: () => this.runner.wake(), debugExit: () => {},
+      serials: [serial], drives: [], nics, chardevs,
+      requestReset: () => {}, requestPowerOff: () => {}, wake: () => this.runner.wake(), debugExit: () => {},
     });
     this.runner = new TcgRunner(this.pc.cpu, this.pc.timers, () => true, () => this.pc.ioPending(), config.icount ?? null);
   }
@@ -72,6 +78,9 @@ test('every device of a booted Linux guest survives save, restore into a fresh m
   if (!guest) return t.skip(reason);
   const config: MachineConfig = {
     ...defaultMachineConfig(), kernel: guest.kernel, initrd: guest.initrd, append: `${guest.cmdline} tsvm.bench=1`, serials: [{ kind: 'api' }],
+    // One of each device that needs no disk image: an e1000, virtio-rng, -balloon and -serial.
+    nics: [{ model: 'e1000', netdev: 'n0' }],
+    virtioDevices: [{ kind: 'virtio-rng' }, { kind: 'virtio-balloon' }, { kind: 'virtio-serial', ports: [{ console: false, name: 'p0', chardev: 'c0' }] }],
   };
   const rig = new Rig(config);
   // Well into the boot: the APIC timer, the I/O APIC, the serial port and the PIT all have state by then.

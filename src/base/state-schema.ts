@@ -153,6 +153,21 @@ export function nullable<T>(type: FieldType<T>): FieldType<T | null> {
   };
 }
 
+/** A nested state with its own version (a part whose owner validates it, e.g. a virtio device behind its transport). */
+export const versionedState: FieldType<VersionedState> = {
+  expected: 'a versioned state',
+  read: (v, path) => {
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
+      const { version, fields } = v;
+      if (typeof version === 'number' && typeof fields === 'object' && fields !== null && !Array.isArray(fields) && !ArrayBuffer.isView(fields)) {
+        return { version, fields };
+      }
+    }
+    return mismatch(path, 'a versioned state', v);
+  },
+  write: (v) => ({ version: v.version, fields: v.fields }),
+};
+
 /** A field that state version `version` added; older states stand for `fallback`. */
 export function since<T>(version: number, fallback: T, type: FieldType<T>): FieldType<T> {
   return { ...type, since: version, fallback };
