@@ -532,7 +532,7 @@ export class E1000 extends PciFunction implements NetReceiver {
     E1000_STATE.restore(this.id, state);
   }
 
-  /** A packet whose descriptors were only partly fetched is dropped (the guest's ring still holds it). */
+  /** A packet whose descriptors were only partly fetched is not in the state: it is dropped. */
   override restoreState(state: VersionedState): void {
     const s = E1000_STATE.restore(this.id, state);
     this.loadPciState(s);
