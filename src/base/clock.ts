@@ -1,3 +1,6 @@
+import type { Stateful, VersionedState } from './state.js';
+import { num, stateSchema } from './state-schema.js';
+
 /** The deterministic mode (QEMU's `-icount shift=N,sleep=on|off`). */
 export interface IcountConfig {
   /** Each guest instruction lasts 2^shift ns of guest time. */
@@ -9,6 +12,8 @@ export interface IcountConfig {
   sleep: boolean;
 }
 
+const CLOCK_STATE = stateSchema(1, { nowNs: num() });
+
 /**
  * Guest time. It follows the host's monotonic clock while the machine runs and stands still while it is
  * paused (snapshots, migration), so that timers do not all fire at once on resume.
@@ -17,9 +22,11 @@ export interface IcountConfig {
  * 2^shift ns, plus the time skipped while the CPU was halted (warpTo): nothing the guest sees depends on
  * how fast the host runs it, so the same boot repeats instruction for instruction.
  */
-export class VirtualClock {
+export class VirtualClock implements Stateful {
+  readonly id = 'clock';
   private offsetNs = 0;
-  private pausedAtNs: number | null = null;
+  /** Guest time while paused (null while running): kept as guest time so that a restored value reads back exactly. */
+  private pausedGuestNs: number | null = null;
   private executed: (() => number) | null = null;
   private nsPerInstruction = 1;
 
@@ -35,7 +42,7 @@ export class VirtualClock {
   useInstructionCount(executed: () => number, shift: number): void {
     this.executed = executed;
     this.nsPerInstruction = 2 ** shift;
-    this.pausedAtNs = null;
+    this.pausedGuestNs = null;
     this.setNowNs(0);
   }
 
@@ -46,7 +53,7 @@ export class VirtualClock {
 
   nowNs(): number {
     if (this.executed !== null) return this.executed() * this.nsPerInstruction + this.offsetNs;
-    return (this.pausedAtNs ?? VirtualClock.hostNowNs()) - this.offsetNs;
+    return this.pausedGuestNs ?? VirtualClock.hostNowNs() - this.offsetNs;
   }
 
   /** Deterministic mode: time passes while the CPU is halted and no instruction runs. */
@@ -56,18 +63,35 @@ export class VirtualClock {
 
   pause(): void {
     // Instruction-count time stands still by itself while no instruction runs.
-    if (this.pausedAtNs === null && this.executed === null) this.pausedAtNs = VirtualClock.hostNowNs();
+    if (this.pausedGuestNs === null && this.executed === null) this.pausedGuestNs = this.nowNs();
   }
 
   resume(): void {
-    if (this.pausedAtNs === null) return;
-    this.offsetNs += VirtualClock.hostNowNs() - this.pausedAtNs;
-    this.pausedAtNs = null;
+    if (this.pausedGuestNs === null) return;
+    this.offsetNs = VirtualClock.hostNowNs() - this.pausedGuestNs;
+    this.pausedGuestNs = null;
   }
 
   /** Continue guest time from a saved value (restore, incoming migration). */
   setNowNs(guestNs: number): void {
     if (this.executed !== null) this.offsetNs = guestNs - this.executed() * this.nsPerInstruction;
-    else this.offsetNs = (this.pausedAtNs ?? VirtualClock.hostNowNs()) - guestNs;
+    else if (this.pausedGuestNs !== null) this.pausedGuestNs = guestNs;
+    else this.offsetNs = VirtualClock.hostNowNs() - guestNs;
+  }
+
+  /**
+   * Guest time is part of the machine's state: devices keep deadlines and start times as guest-clock ns,
+   * so the machine restores the clock before them and a restored guest continues at the same guest time.
+   */
+  saveState(): VersionedState {
+    return CLOCK_STATE.save({ nowNs: this.nowNs() });
+  }
+
+  checkState(state: VersionedState): void {
+    CLOCK_STATE.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    this.setNowNs(CLOCK_STATE.restore(this.id, state).nowNs);
   }
 }

@@ -1,5 +1,3 @@
-import { StateError } from './errors.js';
-
 /**
  * Device and CPU state is plain, versioned data: JSON-compatible values plus typed arrays, named fields.
  * Snapshots, migration and hibernation all serialize these objects; a restore validates them as hostile.
@@ -23,40 +21,19 @@ export interface VersionedState {
   fields: { [key: string]: StateValue };
 }
 
-/** Anything that can be snapshotted. */
+/**
+ * Anything that can be snapshotted. Implementations declare their fields once with a schema
+ * (state-schema.ts) and go through it for all three methods.
+ */
 export interface Stateful {
-  /** Stable identifier within a machine, e.g. "pic0", "uart@0x3f8". */
+  /** Stable identifier within a machine, e.g. "pic", "serial0". */
   readonly id: string;
   saveState(): VersionedState;
-  /** Must validate everything it reads; throws StateError on mismatch. */
+  /**
+   * Validates a state as hostile input and changes nothing: throws a StateError naming the device and the
+   * field. A machine checks every device's state before restoring any (a bad state never half-loads it).
+   */
+  checkState(state: VersionedState): void;
+  /** Validates (as checkState) and loads the state, re-arming the device's timers from it. */
   restoreState(state: VersionedState): void;
-}
-
-/** Helpers for restoreState implementations. */
-export function expectVersion(id: string, state: VersionedState, min: number, max: number): void {
-  if (typeof state?.version !== 'number' || state.version < min || state.version > max) {
-    throw new StateError(`${id}: unsupported state version ${String(state?.version)} (supported ${min}..${max})`);
-  }
-}
-
-export function numberField(id: string, state: VersionedState, name: string, min = -Infinity, max = Infinity): number {
-  const v = state.fields[name];
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
-    throw new StateError(`${id}: bad state field ${name}`);
-  }
-  return v;
-}
-
-export function boolField(id: string, state: VersionedState, name: string): boolean {
-  const v = state.fields[name];
-  if (typeof v !== 'boolean') throw new StateError(`${id}: bad state field ${name}`);
-  return v;
-}
-
-export function bytesField(id: string, state: VersionedState, name: string, length?: number): Uint8Array {
-  const v = state.fields[name];
-  if (!(v instanceof Uint8Array) || (length !== undefined && v.length !== length)) {
-    throw new StateError(`${id}: bad state field ${name}`);
-  }
-  return v;
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { VirtualClock } from '../base/clock.js';
-import { TsvmError, errorMessage } from '../base/errors.js';
-import type { VersionedState } from '../base/state.js';
+import { StateError, TsvmError, errorMessage } from '../base/errors.js';
+import type { Stateful, VersionedState } from '../base/state.js';
 import { LEVEL_ISA_IRQS, acpiLoaderFiles } from '../boot/acpi-tables.js';
 import { parseBzImage } from '../boot/bzimage.js';
 import { DEFAULT_BIOS, DEFAULT_VGA_BIOS, SystemBios, readFirmware } from '../boot/firmware.js';
@@ -21,6 +21,7 @@ import { E1000 } from '../devices/net/e1000.js';
 import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
+import { PciFunction } from '../devices/pci/pci-function.js';
 import { Piix3IsaBridge, Piix4PmFunction } from '../devices/pci/piix.js';
 import { IsaDebugExit } from '../devices/isa/debug-exit.js';
 import { I8042 } from '../devices/isa/i8042.js';
@@ -293,7 +294,12 @@ export class PcMachine {
     this.boot();
   }
 
-  /** Device requests to the host are in flight: their completions arrive through Node's event loop. */
+  /**
+   * Device requests to the host are in flight: their completions arrive through Node's event loop. A state
+   * saved meanwhile holds them as requests to issue again (the disk's `op`), and the machine restored into
+   * issues them; a machine with requests of its own in flight refuses a restore (their completions would land
+   * in the restored state). Drain first: pause, then wait until this is false (or `close()`).
+   */
   ioPending(): boolean {
     return this.ide.busy || this.virtio.some((fn) => fn.busy);
   }
@@ -303,10 +309,40 @@ export class PcMachine {
     await Promise.all([this.ide.close(), ...this.virtio.map((fn) => fn.device.drain())]);
   }
 
+  /** The state of the guest clock, every device and the CPU, by id (RAM is not in it). Save while paused. */
   saveDeviceStates(): Record<string, VersionedState> {
-    const out: Record<string, VersionedState> = { [this.cpu.id]: this.cpu.saveState() };
-    for (const d of this.devices) out[d.id] = d.saveState();
+    const out: Record<string, VersionedState> = {};
+    for (const s of this.statefulInRestoreOrder()) out[s.id] = s.saveState();
     return out;
+  }
+
+  /**
+   * Restores what saveDeviceStates saved, into a machine of the same configuration whose RAM the caller has
+   * already loaded. Every state is checked before anything changes: a bad or foreign one leaves the machine as
+   * it was. Then, in order: the clock, PCI (the bus and functions, so that BARs map where the state says),
+   * the other devices, the interrupt controllers, the CPU (which drops its TLB and compiled code).
+   */
+  restoreDeviceStates(states: Record<string, VersionedState>): void {
+    if (this.ioPending()) throw new StateError('machine: cannot restore while disk requests are in flight (wait until ioPending() is false)');
+    const order = this.statefulInRestoreOrder();
+    const ids = new Set(order.map((s) => s.id));
+    const missing = order.find((s) => !Object.hasOwn(states, s.id));
+    if (missing) throw new StateError(`machine: the state has no '${missing.id}' (a machine of another configuration?)`);
+    const extra = Object.keys(states).find((id) => !ids.has(id));
+    if (extra !== undefined) throw new StateError(`machine: the state has '${extra}', which this machine does not (a machine of another configuration?)`);
+    for (const s of order) s.checkState(states[s.id]);
+    for (const s of order) s.restoreState(states[s.id]);
+  }
+
+  /**
+   * The clock first (devices' deadlines are guest-clock times); PCI next; then the devices; the interrupt
+   * controllers after the devices driving their lines (the controllers' saved line levels win); the CPU last.
+   */
+  private statefulInRestoreOrder(): Stateful[] {
+    const controllers: Stateful[] = [this.ioApic, this.pic, this.lapic];
+    const pci = this.devices.filter((d) => d === this.pci || d instanceof PciFunction);
+    const others = this.devices.filter((d) => !pci.includes(d) && !controllers.includes(d));
+    return [this.clock, ...pci, ...others, ...controllers, this.cpu];
   }
 }
 

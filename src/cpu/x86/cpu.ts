@@ -1,5 +1,4 @@
 import type { VirtualClock } from '../../base/clock.js';
-import { StateError } from '../../base/errors.js';
 import type { Stateful, VersionedState } from '../../base/state.js';
 import type { CpuLocalApic, InterruptAcknowledge, IntrPin } from '../../devices/device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
@@ -11,6 +10,7 @@ import { type CompiledBlock, MODE_CS32, MODE_FLAT } from './jit/block-compiler.j
 import { CodeCache } from './jit/code-cache.js';
 import { lockAllowed } from './lock-prefix.js';
 import { X87 } from './fpu/x87.js';
+import { CPU_STATE } from './cpu-state.js';
 
 export interface X86CpuOptions {
   memory: PhysicalMemory;
@@ -3904,44 +3904,36 @@ export class X86Cpu implements Stateful, IntrPin {
   // State
 
   saveState(): VersionedState {
-    const r = this.getRegisters();
-    return {
-      version: 1,
-      fields: {
-        registers: JSON.parse(JSON.stringify(r)),
-        dr: Array.from(this.dr),
-        cpl: this.cpl,
-        halted: this.halted,
-        intr: this.intrLine,
-        nmiPending: this.nmiPending,
-        tscOffset: this.tscOffset,
-        sysenter: [this.sysenterCs, this.sysenterEsp, this.sysenterEip],
-        fpu: this.fpu.saveState() as unknown as { [k: string]: never },
-      },
-    };
+    return CPU_STATE.save({
+      registers: this.getRegisters(), dr: Array.from(this.dr, (v) => v >>> 0), cpl: this.cpl, halted: this.halted,
+      intr: this.intrLine, nmiPending: this.nmiPending, nmiBlocked: this.nmiBlocked,
+      interruptShadow: this.interruptShadow, ssLoaded: this.ssLoaded, heldDebugTraps: this.heldDebugTraps >>> 0,
+      tscOffset: this.tscOffset, sysenterCs: this.sysenterCs, sysenterEsp: this.sysenterEsp >>> 0, sysenterEip: this.sysenterEip >>> 0,
+      fpu: this.fpu.saveFields(),
+    });
   }
 
+  checkState(state: VersionedState): void {
+    CPU_STATE.restore(this.id, state);
+  }
+
+  /** Restored last (after memory and devices): drops the TLB and every compiled block, which RAM may no longer match. */
   restoreState(state: VersionedState): void {
-    if (state?.version !== 1) throw new StateError(`${this.id}: unsupported state version ${String(state?.version)}`);
-    const f = state.fields;
-    const r = f.registers as unknown as X86Registers;
-    if (!r || !Array.isArray(r.gpr) || r.gpr.length !== 8 || !Array.isArray(r.segments) || r.segments.length !== 6) {
-      throw new StateError(`${this.id}: bad register state`);
-    }
-    this.setRegisters(r);
-    const dr = f.dr as number[];
-    if (!Array.isArray(dr) || dr.length !== 8) throw new StateError(`${this.id}: bad debug registers`);
-    dr.forEach((v, i) => (this.dr[i] = v));
+    const s = CPU_STATE.restore(this.id, state);
+    this.setRegisters(s.registers);
+    s.dr.forEach((v, i) => (this.dr[i] = v));
     this.updateBreakpoints();
-    this.cpl = Number(f.cpl) & 3;
+    this.cpl = s.cpl;
     this.updateModes();
-    this.halted = f.halted === true;
-    this.intrLine = f.intr === true;
-    this.nmiPending = f.nmiPending === true;
-    this.tscOffset = Number(f.tscOffset) || 0;
-    const se = f.sysenter as number[];
-    if (!Array.isArray(se) || se.length !== 3) throw new StateError(`${this.id}: bad sysenter state`);
-    [this.sysenterCs, this.sysenterEsp, this.sysenterEip] = se;
-    this.fpu.restoreState(f.fpu as unknown as VersionedState);
+    ({
+      halted: this.halted, intr: this.intrLine, nmiPending: this.nmiPending, nmiBlocked: this.nmiBlocked,
+      interruptShadow: this.interruptShadow, ssLoaded: this.ssLoaded, heldDebugTraps: this.heldDebugTraps, tscOffset: this.tscOffset,
+      sysenterCs: this.sysenterCs, sysenterEsp: this.sysenterEsp, sysenterEip: this.sysenterEip,
+    } = s);
+    this.fpu.loadFields(s.fpu);
+    this.deliveringVector = -1;
+    this.attention = true;
+    this.jit?.clear();
+    this.flushTlb();
   }
 }

@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bytes, stateSchema, u16 } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { SystemControl } from '../system-control.js';
@@ -7,6 +7,9 @@ import type { TimerQueue } from '../timer-queue.js';
 import { GPE0_BLK, GPE0_BLK_LEN, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_TIMER_HZ, PM_TMR_OFFSET, SLP_TYP_S5 } from './pm-constants.js';
 
 const PM1_STS_PWRBTN = 0x100, PM1_STS_TMR = 0x01, PM1_CNT_SCI_EN = 1, PM1_CNT_SLP_EN = 0x2000;
+
+/** Version 2 names the PM1 registers (version 1 listed them). */
+const PM_STATE = stateSchema(2, { pm1Status: u16, pm1Enable: u16, pm1Control: u16, gpe: bytes(GPE0_BLK_LEN) });
 
 /**
  * The ACPI power-management registers of the PIIX4: PM1a event (status/enable, power button), PM1a control
@@ -110,16 +113,19 @@ export class Piix4Pm implements Device {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { pm1: [this.pm1Status, this.pm1Enable, this.pm1Control], gpe: Uint8Array.from(this.gpe) } };
+    const { pm1Status, pm1Enable, pm1Control, gpe } = this;
+    return PM_STATE.save({ pm1Status, pm1Enable, pm1Control, gpe });
   }
 
+  checkState(state: VersionedState): void {
+    PM_STATE.restore(this.id, state);
+  }
+
+  /** Where the registers decode is the PCI function's (PMBA), restored with it. */
   restoreState(state: VersionedState): void {
-    const f = state?.fields;
-    if (state?.version !== 1 || !Array.isArray(f?.pm1) || f.pm1.length !== 3 || !(f.gpe instanceof Uint8Array) || f.gpe.length !== GPE0_BLK_LEN) {
-      throw new StateError('piix4-pm: bad state');
-    }
-    [this.pm1Status, this.pm1Enable, this.pm1Control] = (f.pm1 as number[]).map((x) => Number(x) & 0xffff);
-    this.gpe.set(f.gpe);
+    const s = PM_STATE.restore(this.id, state);
+    ({ pm1Status: this.pm1Status, pm1Enable: this.pm1Enable, pm1Control: this.pm1Control } = s);
+    this.gpe.set(s.gpe);
     this.updateSci();
   }
 }

@@ -279,6 +279,7 @@ test('APIC state survives save and restore; bad state is refused', () => {
   assert.equal(b.ioRead(0x12) & 0x4000, 0x4000);
   b.advanceTo(10000); // 5000 counts at the reset divider, 2
   assert.equal(b.reg(0x200 + 0x10 * (0x44 >> 5)) & (1 << 4), 1 << 4, 'restored timer fires');
-  assert.throws(() => b.lapic.restoreState({ version: 1, fields: { ...lapicState.fields, irr: [1] } }), /bad state field irr/);
-  assert.throws(() => b.ioApic.restoreState({ version: 2, fields: ioState.fields }), /unsupported state version/);
+  assert.throws(() => b.lapic.restoreState({ version: 2, fields: { ...lapicState.fields, irr: [1] } }), /^StateError: lapic0: state field irr: expected u32\[8\], got an array of 1$/);
+  assert.throws(() => b.lapic.restoreState({ version: 2, fields: { ...lapicState.fields, base: 0xfee00001 } }), /lapic0: state field base: sets reserved bits/);
+  assert.throws(() => b.ioApic.restoreState({ version: 2, fields: ioState.fields }), /^StateError: ioapic: state version 2 is not supported \(this build reads 1\)$/);
 });

@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
-import { type VersionedState, expectVersion, numberField } from '../../base/state.js';
+import type { VersionedState } from '../../base/state.js';
+import { int, stateSchema, u32s, u8 } from '../../base/state-schema.js';
 import type { MmioBus } from '../../memory/mmio-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { ApicBus, ApicBusIoApic } from './apic-bus.js';
@@ -12,6 +12,13 @@ export const IO_APIC_VERSION = ((IO_APIC_PINS - 1) << 16) | 0x11;
 const ENTRY_MASKED = 1 << 16, ENTRY_LEVEL = 1 << 15, ENTRY_REMOTE_IRR = 1 << 14;
 /** Low word bits software writes: vector, delivery mode, destination mode, polarity, trigger, mask (not delivery status, remote IRR). */
 const ENTRY_WRITABLE = 0x1afff;
+
+const IO_APIC_STATE = stateSchema(1, {
+  select: u8, apicId: int(0, 0xf),
+  /** Bits software cannot set are dropped on restore. */
+  entries: u32s(2 * IO_APIC_PINS),
+  pins: int(0, 2 ** IO_APIC_PINS - 1),
+});
 
 /**
  * An 82093AA-style I/O APIC: IOREGSEL (0x00) selects a register that IOWIN (0x10) reads and writes: the ID,
@@ -135,16 +142,17 @@ export class IoApic implements Device, ApicBusIoApic {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { select: this.select, apicId: this.apicId, entries: this.entries.slice(), pins: this.pins } };
+    const { select, apicId, entries, pins } = this;
+    return IO_APIC_STATE.save({ select, apicId, entries, pins });
+  }
+
+  checkState(state: VersionedState): void {
+    IO_APIC_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    expectVersion(this.id, state, 1, 1);
-    const entries = state.fields.entries;
-    if (!(entries instanceof Uint32Array) || entries.length !== this.entries.length) throw new StateError(`${this.id}: bad state field entries`);
-    this.select = numberField(this.id, state, 'select', 0, 0xff);
-    this.apicId = numberField(this.id, state, 'apicId', 0, 0xf);
-    this.pins = numberField(this.id, state, 'pins', 0, 2 ** IO_APIC_PINS - 1);
-    entries.forEach((v, i) => (this.entries[i] = i & 1 ? v & 0xff000000 : v & (ENTRY_WRITABLE | ENTRY_REMOTE_IRR)));
+    const s = IO_APIC_STATE.restore(this.id, state);
+    ({ select: this.select, apicId: this.apicId, pins: this.pins } = s);
+    s.entries.forEach((v, i) => (this.entries[i] = i & 1 ? v & 0xff000000 : v & (ENTRY_WRITABLE | ENTRY_REMOTE_IRR)));
   }
 }

@@ -1,6 +1,6 @@
 import { debugLog } from '../../base/log.js';
-import { StateError } from '../../base/errors.js';
-import { type VersionedState, boolField, expectVersion, numberField } from '../../base/state.js';
+import type { VersionedState } from '../../base/state.js';
+import { bool, nullable, num, stateSchema, u32, u32s, u8, uint53 } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { CpuLocalApic, Device, InterruptAcknowledge, IntrPin } from '../device.js';
 import type { Timer, TimerQueue } from '../timer-queue.js';
@@ -56,6 +56,16 @@ function highestBit(bits: Uint32Array): number {
 const setBit = (bits: Uint32Array, v: number) => (bits[v >>> 5] |= 1 << (v & 31));
 const clearBit = (bits: Uint32Array, v: number) => (bits[v >>> 5] &= ~(1 << (v & 31)));
 const testBit = (bits: Uint32Array, v: number) => (bits[v >>> 5] & (1 << (v & 31))) !== 0;
+
+/** Version 2: an idle timer's deadline is null (was -1). */
+const LOCAL_APIC_STATE = stateSchema(2, {
+  base: u32, apicId: u8, tpr: u8, ldr: u32, dfr: u32, svr: u32,
+  irr: u32s(8), isr: u32s(8), tmr: u32s(8), lvt: u32s(LVT_COUNT),
+  icrLow: u32, icrHigh: u32, esr: u32, esrPending: u32, divideConfig: u32, initialCount: u32,
+  /** Guest-clock ns. */
+  timerStartNs: num(), timerDeadlineNs: nullable(num()),
+  tscDeadline: uint53, lint0: bool, extIntMessage: bool,
+}, { rule: (s) => (s.base & BASE_RESERVED ? ['base', `sets reserved bits (0x${(s.base & BASE_RESERVED).toString(16)})`] : undefined) });
 
 /**
  * A processor's local xAPIC (Intel SDM vol. 3 ch. 10/11) in xAPIC mode: the 4 KiB register page where
@@ -495,67 +505,44 @@ export class LocalApic implements Device, ApicBusCpu, CpuLocalApic, IntrPin {
   // State
 
   saveState(): VersionedState {
-    return {
-      version: 1,
-      fields: {
-        base: this.base >>> 0,
-        apicId: this.apicId,
-        tpr: this.tpr,
-        ldr: this.ldr >>> 0,
-        dfr: this.dfr >>> 0,
-        svr: this.svr,
-        irr: this.irr.slice(),
-        isr: this.isr.slice(),
-        tmr: this.tmr.slice(),
-        lvt: this.lvt.slice(),
-        icrLow: this.icrLow,
-        icrHigh: this.icrHigh >>> 0,
-        esr: this.esr,
-        esrPending: this.esrPending,
-        divideConfig: this.divideConfig,
-        initialCount: this.initialCount,
-        timerStartNs: this.timerStartNs,
-        timerDeadlineNs: this.timer.armed ? this.timer.deadlineNs : -1,
-        tscDeadline: this.tscDeadlineValue,
-        lint0: this.lint0,
-        extIntMessage: this.extIntMessage,
-      },
-    };
+    return LOCAL_APIC_STATE.save({
+      base: this.base >>> 0, apicId: this.apicId, tpr: this.tpr, ldr: this.ldr >>> 0, dfr: this.dfr >>> 0, svr: this.svr,
+      irr: this.irr, isr: this.isr, tmr: this.tmr, lvt: this.lvt, icrLow: this.icrLow, icrHigh: this.icrHigh >>> 0,
+      esr: this.esr, esrPending: this.esrPending, divideConfig: this.divideConfig, initialCount: this.initialCount,
+      timerStartNs: this.timerStartNs, timerDeadlineNs: this.timer.armed ? this.timer.deadlineNs : null,
+      tscDeadline: this.tscDeadlineValue, lint0: this.lint0, extIntMessage: this.extIntMessage,
+    });
+  }
+
+  checkState(state: VersionedState): void {
+    LOCAL_APIC_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    expectVersion(this.id, state, 1, 1);
-    const u32 = (name: string) => numberField(this.id, state, name, 0, 0xffffffff);
-    const bits = (name: string, length: number) => {
-      const v = state.fields[name];
-      if (!(v instanceof Uint32Array) || v.length !== length) throw new StateError(`${this.id}: bad state field ${name}`);
-      return v;
-    };
-    const base = u32('base');
-    if (base & BASE_RESERVED) throw new StateError(`${this.id}: bad state field base`);
-    this.base = base;
-    this.apicId = numberField(this.id, state, 'apicId', 0, 0xff);
-    this.tpr = numberField(this.id, state, 'tpr', 0, 0xff);
-    this.ldr = u32('ldr') & 0xff000000;
-    this.dfr = u32('dfr') | 0x0fffffff;
-    this.svr = u32('svr') & SVR_WRITABLE;
-    this.irr.set(bits('irr', 8));
-    this.isr.set(bits('isr', 8));
-    this.tmr.set(bits('tmr', 8));
-    bits('lvt', LVT_COUNT).forEach((v, i) => (this.lvt[i] = v & LVT_WRITABLE[i]));
-    this.icrLow = u32('icrLow') & ICR_WRITABLE;
-    this.icrHigh = u32('icrHigh') & 0xff000000;
-    this.esr = u32('esr') & 0xff;
-    this.esrPending = u32('esrPending') & 0xff;
-    this.divideConfig = u32('divideConfig') & 0xb;
-    this.initialCount = u32('initialCount');
-    this.timerStartNs = numberField(this.id, state, 'timerStartNs');
-    const deadline = numberField(this.id, state, 'timerDeadlineNs');
-    this.tscDeadlineValue = numberField(this.id, state, 'tscDeadline', 0, Number.MAX_SAFE_INTEGER);
-    this.lint0 = boolField(this.id, state, 'lint0');
-    this.extIntMessage = boolField(this.id, state, 'extIntMessage');
-    if (deadline < 0) this.timer.cancel();
-    else this.timer.arm(deadline);
+    const s = LOCAL_APIC_STATE.restore(this.id, state);
+    // Bits software cannot set are dropped, as a write would.
+    this.base = s.base;
+    this.apicId = s.apicId;
+    this.tpr = s.tpr;
+    this.ldr = s.ldr & 0xff000000;
+    this.dfr = s.dfr | 0x0fffffff;
+    this.svr = s.svr & SVR_WRITABLE;
+    this.irr.set(s.irr);
+    this.isr.set(s.isr);
+    this.tmr.set(s.tmr);
+    s.lvt.forEach((v, i) => (this.lvt[i] = v & LVT_WRITABLE[i]));
+    this.icrLow = s.icrLow & ICR_WRITABLE;
+    this.icrHigh = s.icrHigh & 0xff000000;
+    this.esr = s.esr & 0xff;
+    this.esrPending = s.esrPending & 0xff;
+    this.divideConfig = s.divideConfig & 0xb;
+    this.initialCount = s.initialCount;
+    this.timerStartNs = s.timerStartNs;
+    this.tscDeadlineValue = s.tscDeadline;
+    this.lint0 = s.lint0;
+    this.extIntMessage = s.extIntMessage;
+    if (s.timerDeadlineNs === null) this.timer.cancel();
+    else this.timer.arm(s.timerDeadlineNs);
     this.map();
     this.update();
   }

@@ -336,8 +336,8 @@ test('state save and restore', () => {
   n.vga.restoreState(state);
   assert.equal(n.vga.textScreen()[3], '    hello');
   assert.deepEqual(n.vga.render().pixels, m.vga.render().pixels);
-  assert.throws(() => n.vga.restoreState({ version: 1, fields: { ...state.fields, vram: new Uint8Array(5) } }), /bad state field vram/);
-  assert.throws(() => n.vga.restoreState({ version: 2, fields: state.fields }), /unsupported state version/);
+  assert.throws(() => n.vga.restoreState({ version: 2, fields: { ...state.fields, vram: new Uint8Array(5) } }), /vga: state field vram: expected bytes\[1048576\], got Uint8Array\(5\)/);
+  assert.throws(() => n.vga.restoreState({ version: 3, fields: state.fields }), /vga: state version 3 is not supported/);
 });
 
 test('the real VGA BIOS (SeaBIOS vgabios-stdvga) sets mode 3 and prints through int 10h', async (t) => {

@@ -1,10 +1,21 @@
-import { StateError } from '../../base/errors.js';
-import { bytesField, expectVersion, type VersionedState } from '../../base/state.js';
+import type { VersionedState } from '../../base/state.js';
+import { bool, bytes, int, oneOf, stateSchema, u16, u16s, u32, u8 } from '../../base/state-schema.js';
 import type { AccessSize, BusDevice } from '../../memory/bus-device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
-import { PciFunction } from '../pci/pci-function.js';
+import { PCI_FUNCTION_FIELDS, PciFunction } from '../pci/pci-function.js';
 import { CP437 } from './cp437.js';
+
+/** Version 2 names the registers (version 1 listed them) and adds the retrace toggle and the INTx# pin. */
+function vgaState(vramBytes: number) {
+  return stateSchema(2, {
+    ...PCI_FUNCTION_FIELDS,
+    vram: bytes(vramBytes), seq: bytes(8), gc: bytes(16), crtc: bytes(32), attr: bytes(32), dac: bytes(768), vbe: u16s(VBE_REGS),
+    seqIndex: int(0, 7), gcIndex: int(0, 15), crtcIndex: int(0, 31), attrIndex: int(0, 63), attrFlip: bool, misc: u8,
+    featureControl: int(0, 3), retraceToggle: oneOf(0, 0x09), dacWriteIndex: u8, dacReadIndex: u8, dacComponent: int(0, 2),
+    dacState: oneOf(0, 3), dacMask: u8, latch: u32, vbeIndex: u16,
+  });
+}
 
 /**
  * One picture of the screen: `pixels` holds width*height values 0x00RRGGBB, row after row.
@@ -87,7 +98,7 @@ export class StdVga extends PciFunction {
   /** Which of red/green/blue comes next at 0x3C9. */
   private dacComponent = 0;
   /** 0 = the last index written was the write index, 3 = the read index (as the DAC state register reads). */
-  private dacState = 0;
+  private dacState: 0 | 3 = 0;
   private dacMask = 0xff;
   private latch = 0;
   /** Input status 1 alternates between "in retrace" and "displaying" on every read. */
@@ -99,6 +110,7 @@ export class StdVga extends PciFunction {
   private dirty = true;
   private frame: Frame = { width: 0, height: 0, pixels: new Uint32Array(0), dirty: true };
   private readonly palette = new Uint32Array(256);
+  private readonly stateSchema: ReturnType<typeof vgaState>;
 
   constructor(options: StdVgaOptions) {
     const vramBytes = options.vramBytes ?? 16 * 1024 * 1024;
@@ -127,6 +139,7 @@ export class StdVga extends PciFunction {
     self = this;
     this.vram = new Uint8Array(vramBytes);
     this.vram32 = new Uint32Array(this.vram.buffer);
+    this.stateSchema = vgaState(vramBytes);
     this.resetRegisters();
 
     const io = options.io;
@@ -726,50 +739,37 @@ export class StdVga extends PciFunction {
   // ---- State ----
 
   override saveState(): VersionedState {
-    const base = super.saveState();
-    return {
-      version: 1,
-      fields: {
-        config: base.fields.config,
-        vram: this.vram.slice(),
-        seq: this.seq.slice(),
-        gc: this.gc.slice(),
-        crtc: this.crtc.slice(),
-        attr: this.attr.slice(),
-        dac: this.dac.slice(),
-        vbe: new Uint8Array(this.vbe.buffer.slice(0)),
-        regs: [
-          this.seqIndex, this.gcIndex, this.crtcIndex, this.attrIndex, this.attrFlip ? 1 : 0, this.misc,
-          this.featureControl, this.dacWriteIndex, this.dacReadIndex, this.dacComponent, this.dacState,
-          this.dacMask, this.latch, this.vbeIndex,
-        ],
-      },
-    };
+    return this.stateSchema.save({
+      ...this.pciState(),
+      vram: this.vram, seq: this.seq, gc: this.gc, crtc: this.crtc, attr: this.attr, dac: this.dac, vbe: this.vbe,
+      seqIndex: this.seqIndex, gcIndex: this.gcIndex, crtcIndex: this.crtcIndex, attrIndex: this.attrIndex, attrFlip: this.attrFlip,
+      misc: this.misc, featureControl: this.featureControl, retraceToggle: this.retraceToggle ? 0x09 : 0,
+      dacWriteIndex: this.dacWriteIndex, dacReadIndex: this.dacReadIndex, dacComponent: this.dacComponent, dacState: this.dacState,
+      dacMask: this.dacMask, latch: this.latch >>> 0, vbeIndex: this.vbeIndex,
+    });
+  }
+
+  override checkState(state: VersionedState): void {
+    this.stateSchema.restore(this.id, state);
   }
 
   override restoreState(state: VersionedState): void {
-    expectVersion(this.id, state, 1, 1);
-    const vram = bytesField(this.id, state, 'vram', this.vram.length);
-    const seq = bytesField(this.id, state, 'seq', 8), gc = bytesField(this.id, state, 'gc', 16);
-    const crtc = bytesField(this.id, state, 'crtc', 32), attr = bytesField(this.id, state, 'attr', 32);
-    const dac = bytesField(this.id, state, 'dac', 768), vbe = bytesField(this.id, state, 'vbe', 2 * VBE_REGS);
-    const regs = state.fields.regs;
-    const limits = [7, 15, 31, 63, 1, 255, 3, 255, 255, 2, 3, 255, 0xffffffff, 0xffff];
-    if (!Array.isArray(regs) || regs.length !== limits.length || regs.some((r, i) => typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r > limits[i])) {
-      throw new StateError(`${this.id}: bad state field regs`);
-    }
-    super.restoreState({ version: 1, fields: { config: state.fields.config } });
-    this.vram.set(vram);
-    this.seq.set(seq);
-    this.gc.set(gc);
-    this.crtc.set(crtc);
-    this.attr.set(attr);
-    this.dac.set(dac);
-    new Uint8Array(this.vbe.buffer).set(vbe);
-    const r = regs as number[];
-    [this.seqIndex, this.gcIndex, this.crtcIndex, this.attrIndex] = r;
-    this.attrFlip = r[4] === 1;
-    [, , , , , this.misc, this.featureControl, this.dacWriteIndex, this.dacReadIndex, this.dacComponent, this.dacState, this.dacMask, this.latch, this.vbeIndex] = r;
+    const s = this.stateSchema.restore(this.id, state);
+    this.loadPciState(s);
+    this.vram.set(s.vram);
+    this.seq.set(s.seq);
+    this.gc.set(s.gc);
+    this.crtc.set(s.crtc);
+    this.attr.set(s.attr);
+    this.dac.set(s.dac);
+    this.vbe.set(s.vbe);
+    ({
+      seqIndex: this.seqIndex, gcIndex: this.gcIndex, crtcIndex: this.crtcIndex, attrIndex: this.attrIndex, attrFlip: this.attrFlip,
+      misc: this.misc, featureControl: this.featureControl, retraceToggle: this.retraceToggle, dacWriteIndex: this.dacWriteIndex,
+      dacReadIndex: this.dacReadIndex, dacComponent: this.dacComponent, dacState: this.dacState, dacMask: this.dacMask,
+      latch: this.latch, vbeIndex: this.vbeIndex,
+    } = s);
+    // The video memory size is the device's, not the state's.
     this.vbe[VBE_VIDEO_MEMORY_64K] = this.vram.length >>> 16;
     this.dirty = true;
   }

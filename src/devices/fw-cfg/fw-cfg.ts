@@ -1,8 +1,11 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { int, stateSchema, u16, u32 } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device } from '../device.js';
+
+/** The items themselves are the machine's configuration, built again by the machine restored into. */
+const FW_CFG_STATE = stateSchema(1, { selector: u16, position: int(0, 2 ** 32), dmaAddressHigh: u32 });
 
 /** Well-known fw_cfg selectors (QEMU's docs/specs/fw_cfg.rst). */
 export const FwCfgKey = {
@@ -155,18 +158,16 @@ export class FwCfg implements Device {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { selector: this.selector, position: this.position, dmaAddressHigh: this.dmaAddressHigh } };
+    const { selector, position, dmaAddressHigh } = this;
+    return FW_CFG_STATE.save({ selector, position, dmaAddressHigh });
+  }
+
+  checkState(state: VersionedState): void {
+    FW_CFG_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const f = state?.fields;
-    const ok = (v: unknown, max: number) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
-    if (state?.version !== 1 || !ok(f?.selector, 0xffff) || !ok(f?.position, 2 ** 32) || !ok(f?.dmaAddressHigh, 2 ** 32 - 1)) {
-      throw new StateError('fw-cfg: bad state');
-    }
-    this.selector = f.selector as number;
-    this.position = f.position as number;
-    this.dmaAddressHigh = f.dmaAddressHigh as number;
+    ({ selector: this.selector, position: this.position, dmaAddressHigh: this.dmaAddressHigh } = FW_CFG_STATE.restore(this.id, state));
   }
 }
 

@@ -1,3 +1,4 @@
+import { alterState } from '../../base/state-testing.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -430,9 +431,8 @@ test('state: saved in the middle of a PIO read and restored into a new controlle
     eqBytes(rest, data.subarray(101 * 512, 104 * 512));
     assert.equal(await q.notBusy(), 0x50);
     // Hostile state is refused.
-    const bad = structuredClone(state);
-    (bad.fields.channels as any)[0].units[0].pos = 1e9;
-    assert.throws(() => b.ide.restoreState(bad), /bad state field pos/);
+    const bad = alterState(state, ['channels', 0, 'units', 0, 'pos'], 1e9);
+    assert.throws(() => b.ide.restoreState(bad), /piix3-ide: state field channels\[0\]\.units\[0\]\.pos: expected an integer 0\.\.131072, got 1000000000/);
     // PCI identity.
     assert.equal(b.ide.configRead(0, 4), 0x70108086);
     assert.equal(b.ide.configRead(0x08, 4) >>> 8, 0x010180);

@@ -8,15 +8,16 @@
  * interrupt. The guest polls the status or waits for the interrupt meanwhile. Every drive has a generation
  * number: a reset or a cancelled DMA bumps it, and completions of older requests are dropped.
  */
-import { StateError, errorMessage } from '../../base/errors.js';
+import { errorMessage } from '../../base/errors.js';
 import { debugLog } from '../../base/log.js';
-import type { StateValue, VersionedState } from '../../base/state.js';
+import type { VersionedState } from '../../base/state.js';
+import { assign, bool, bytes, int, list, oneOf, pick, record, stateSchema, u32, u8, uint53, type ValueOf } from '../../base/state-schema.js';
 import type { BlockDriver } from '../../block/index.js';
 import type { AccessSize } from '../../memory/bus-device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { IrqLine } from '../device.js';
-import { PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PciFunction } from '../pci/pci-function.js';
+import { PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_FUNCTION_FIELDS, PciFunction } from '../pci/pci-function.js';
 import {
   type AtapiState, CD_SECTOR_SIZE, Sense, atapiCommand, setSense,
 } from './atapi.js';
@@ -1035,102 +1036,90 @@ class Channel {
   }
 }
 
-// ---- state helpers ------------------------------------------------------------------------------------
+// ---- state ---------------------------------------------------------------------------------------------
 
-type Fields = { [key: string]: StateValue };
+const byte = u8, bufPos = int(0, BUF_SIZE), count = uint53;
+const UNIT_STATE = record({
+  feature: byte, nsector: byte, sector: byte, lcyl: byte, hcyl: byte,
+  hobFeature: byte, hobNsector: byte, hobSector: byte, hobLcyl: byte, hobHcyl: byte,
+  select: byte, status: byte, error: byte, multSectors: byte, xferMode: byte,
+  pos: bufPos, end: bufPos, head: bufPos, len: bufPos,
+  lba: count, remaining: count, fetchLba: count, fetchLeft: count, blockSectors: int(0, ATA_CHUNK), bcl: count,
+  writeCache: bool, ext: bool, atapiDma: bool, sectorRead: bool,
+  xfer: oneOf(Xfer.NONE, Xfer.IN, Xfer.OUT),
+  done: oneOf('stop', 'ata-read', 'ata-write', 'packet', 'atapi'),
+  /** A request to the image that was in flight: the restored device issues it again (reads and writes are idempotent). */
+  op: oneOf('none', 'ata-read', 'ata-write', 'flush', 'atapi-read'),
+  dma: oneOf('none', 'ata-read', 'ata-write', 'atapi-read', 'atapi-reply'),
+  /** The buffer up to what is in use. */
+  buf: bytes({ max: BUF_SIZE }),
+  atapi: record({
+    trayOpen: bool, trayLocked: bool, senseKey: int(0, 15), asc: u8, ascq: u8, unitAttention: bool, mediaEvent: int(0, 15),
+  }),
+}, (u) => {
+  if (u.pos > u.end) return ['pos', `${u.pos} is past end ${u.end}`];
+  if (u.head > u.len) return ['head', `${u.head} is past len ${u.len}`];
+  if ((u.op === 'ata-read' || u.op === 'atapi-read') && u.fetchLeft === 0) return ['fetchLeft', 'is 0 while a read is in progress'];
+  return undefined;
+});
+type UnitState = ValueOf<typeof UNIT_STATE>;
 
-function fieldsOf(v: StateValue | undefined, what: string): Fields {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) throw new StateError(`piix3-ide: bad state field ${what}`);
-  return v as Fields;
+const CHANNEL_STATE = record({
+  unit: int(0, 1), devctl: u8, irqPending: bool, bmCmd: u8, bmStatus: u8, bmPrd: u32,
+  cursor: record({ next: int(0, 2 ** 33), addr: int(0, 2 ** 33), left: int(0, 0x10000), last: bool }),
+  dmaRunning: bool,
+  units: list(UNIT_STATE, 2),
+});
+
+/** What a unit's state may hold given the drive there: a state cannot make an absent drive busy, nor a disk run ATAPI. */
+function unitFits(u: UnitState, kind: Unit['kind']): [string, string] | undefined {
+  const busy = u.op !== 'none' || u.dma !== 'none' || u.xfer !== Xfer.NONE;
+  if (kind === 'none' && busy) return ['op', 'transfer state for an absent drive'];
+  const atapi = u.op === 'atapi-read' || u.dma === 'atapi-read' || u.dma === 'atapi-reply' || u.done === 'packet' || u.done === 'atapi';
+  if (kind === 'disk' && atapi) return ['op', 'ATAPI transfer state for a disk'];
+  const ata = u.op === 'ata-read' || u.op === 'ata-write' || u.op === 'flush' || u.dma === 'ata-read' || u.dma === 'ata-write';
+  if (kind === 'cdrom' && ata) return ['op', 'disk transfer state for a CD-ROM'];
+  return undefined;
 }
 
-function num(f: Fields, name: string, min: number, max: number): number {
-  const v = f[name];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new StateError(`piix3-ide: bad state field ${name}`);
-  return v;
+/** Version 2 adds the INTx# pin (of the PCI function). The drives there decide which transfer states fit. */
+function ideState(kinds: Unit['kind'][][]) {
+  return stateSchema(2, { ...PCI_FUNCTION_FIELDS, channels: list(CHANNEL_STATE, 2) }, {
+    rule: (s) => {
+      for (const [i, ch] of s.channels.entries()) {
+        for (const [j, u] of ch.units.entries()) {
+          const broken = unitFits(u, kinds[i][j]);
+          if (broken) return [`channels[${i}].units[${j}].${broken[0]}`, broken[1]];
+        }
+      }
+      return undefined;
+    },
+  });
 }
 
-function bool(f: Fields, name: string): boolean {
-  const v = f[name];
-  if (typeof v !== 'boolean') throw new StateError(`piix3-ide: bad state field ${name}`);
-  return v;
-}
-
-function oneOf<T extends string>(f: Fields, name: string, values: readonly T[]): T {
-  const v = f[name];
-  if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) throw new StateError(`piix3-ide: bad state field ${name}`);
-  return v as T;
-}
-
-const BYTE_FIELDS = [
+/** The unit's own properties its state holds under the same names. */
+const UNIT_PROPERTIES = [
   'feature', 'nsector', 'sector', 'lcyl', 'hcyl', 'hobFeature', 'hobNsector', 'hobSector', 'hobLcyl', 'hobHcyl',
-  'select', 'status', 'error', 'multSectors', 'xferMode',
+  'select', 'status', 'error', 'multSectors', 'xferMode', 'pos', 'end', 'head', 'len',
+  'lba', 'remaining', 'fetchLba', 'fetchLeft', 'blockSectors', 'bcl', 'writeCache', 'ext', 'atapiDma', 'sectorRead',
+  'xfer', 'done', 'op', 'dma',
 ] as const;
-const BUF_FIELDS = ['pos', 'end', 'head', 'len'] as const;
-const COUNT_FIELDS = ['lba', 'remaining', 'fetchLba', 'fetchLeft', 'blockSectors', 'bcl'] as const;
-const DONES: readonly Done[] = ['stop', 'ata-read', 'ata-write', 'packet', 'atapi'];
-const OPS: readonly Op[] = ['none', 'ata-read', 'ata-write', 'flush', 'atapi-read'];
-const DMAS: readonly Dma[] = ['none', 'ata-read', 'ata-write', 'atapi-read', 'atapi-reply'];
+const ATAPI_PROPERTIES = ['trayOpen', 'trayLocked', 'senseKey', 'asc', 'ascq', 'unitAttention', 'mediaEvent'] as const;
 
-function saveUnit(u: Unit): Fields {
-  const f: Fields = {};
-  for (const k of BYTE_FIELDS) f[k] = u[k];
-  for (const k of BUF_FIELDS) f[k] = u[k];
-  for (const k of COUNT_FIELDS) f[k] = u[k];
-  f.writeCache = u.writeCache;
-  f.ext = u.ext;
-  f.atapiDma = u.atapiDma;
-  f.sectorRead = u.sectorRead;
-  f.xfer = u.xfer;
-  f.done = u.done;
-  f.op = u.op;
-  f.dma = u.dma;
-  f.buf = u.buf.slice(0, Math.max(u.end, u.len, u.op === 'ata-write' ? u.blockSectors * SECTOR : 0));
-  const a = u.atapi;
-  f.atapi = {
-    trayOpen: a.trayOpen, trayLocked: a.trayLocked, senseKey: a.senseKey, asc: a.asc, ascq: a.ascq,
-    unitAttention: a.unitAttention, mediaEvent: a.mediaEvent,
+function saveUnit(u: Unit): UnitState {
+  return {
+    ...pick(u, UNIT_PROPERTIES),
+    buf: u.buf.subarray(0, Math.max(u.end, u.len, u.op === 'ata-write' ? u.blockSectors * SECTOR : 0)),
+    atapi: pick(u.atapi, ATAPI_PROPERTIES),
   };
-  return f;
 }
 
-function restoreUnit(u: Unit, f: Fields): void {
-  for (const k of BYTE_FIELDS) u[k] = num(f, k, 0, 255);
-  for (const k of BUF_FIELDS) u[k] = num(f, k, 0, BUF_SIZE);
-  for (const k of COUNT_FIELDS) u[k] = num(f, k, 0, 2 ** 53);
-  if (u.pos > u.end || u.head > u.len) throw new StateError('piix3-ide: bad transfer position in state');
-  if (u.blockSectors > ATA_CHUNK) throw new StateError('piix3-ide: bad state field blockSectors');
-  u.writeCache = bool(f, 'writeCache');
-  u.ext = bool(f, 'ext');
-  u.atapiDma = bool(f, 'atapiDma');
-  u.sectorRead = bool(f, 'sectorRead');
-  u.xfer = num(f, 'xfer', 0, 2) as Xfer;
-  u.done = oneOf(f, 'done', DONES);
-  u.op = oneOf(f, 'op', OPS);
-  u.dma = oneOf(f, 'dma', DMAS);
-  const buf = f.buf;
-  if (!(buf instanceof Uint8Array) || buf.length > BUF_SIZE) throw new StateError('piix3-ide: bad state field buf');
+function restoreUnit(u: Unit, s: UnitState): void {
+  assign(u, s, UNIT_PROPERTIES);
   u.buf.fill(0);
-  u.buf.set(buf);
-  const a = fieldsOf(f.atapi, 'atapi');
-  u.atapi.trayOpen = bool(a, 'trayOpen');
-  u.atapi.trayLocked = bool(a, 'trayLocked');
-  u.atapi.senseKey = num(a, 'senseKey', 0, 15);
-  u.atapi.asc = num(a, 'asc', 0, 255);
-  u.atapi.ascq = num(a, 'ascq', 0, 255);
-  u.atapi.unitAttention = bool(a, 'unitAttention');
-  u.atapi.mediaEvent = num(a, 'mediaEvent', 0, 15);
-  if (!u.present) {
-    // A state cannot make an absent drive busy.
-    u.op = 'none';
-    u.dma = 'none';
-    u.xfer = Xfer.NONE;
-  } else if (u.kind === 'disk' && (u.op === 'atapi-read' || u.dma === 'atapi-read' || u.dma === 'atapi-reply' || u.done === 'packet' || u.done === 'atapi')) {
-    throw new StateError('piix3-ide: ATAPI transfer state for a disk');
-  } else if (u.kind === 'cdrom' && (u.op === 'ata-read' || u.op === 'ata-write' || u.op === 'flush' || u.dma === 'ata-read' || u.dma === 'ata-write')) {
-    throw new StateError('piix3-ide: disk transfer state for a CD-ROM');
-  }
-  if ((u.op === 'ata-read' || u.op === 'atapi-read') && u.fetchLeft === 0) throw new StateError('piix3-ide: read without sectors in state');
+  u.buf.set(s.buf);
+  assign(u.atapi, s.atapi, ATAPI_PROPERTIES);
+  // Completions of requests issued before the restore are stale.
   u.gen++;
 }
 
@@ -1143,6 +1132,7 @@ const IDETIM = 0x40;
 export class Piix3Ide extends PciFunction {
   private readonly channels: [Channel, Channel];
   private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly stateSchema: ReturnType<typeof ideState>;
 
   constructor(options: Piix3IdeOptions) {
     const busMasterBlock = {
@@ -1166,6 +1156,7 @@ export class Piix3Ide extends PciFunction {
     };
     const d = options.drives;
     this.channels = [new Channel(0, host, options.irqs[0], [d[0], d[1]]), new Channel(1, host, options.irqs[1], [d[2], d[3]])];
+    this.stateSchema = ideState(this.channels.map((ch) => ch.units.map((u) => u.kind)));
     // Device-specific registers (IDE timing, slave timing, ...) are plain read/write bytes.
     for (let o = 0x40; o < 0x100; o++) this.writeMask[o] = 0xff;
     this.setPowerOnConfig();
@@ -1258,36 +1249,37 @@ export class Piix3Ide extends PciFunction {
   }
 
   override saveState(): VersionedState {
-    const state = super.saveState();
-    state.fields.channels = this.channels.map((ch) => ({
-      unit: ch.unit, devctl: ch.devctl, irqPending: ch.irqPending, bmCmd: ch.bmCmd, bmStatus: ch.bmStatus, bmPrd: ch.bmPrd,
-      cursor: { ...ch.cursor }, dmaRunning: ch.dmaRunning,
-      units: ch.units.map(saveUnit),
-    }));
-    return { version: 1, fields: state.fields };
+    return this.stateSchema.save({
+      ...this.pciState(),
+      channels: this.channels.map((ch) => ({
+        unit: ch.unit, devctl: ch.devctl, irqPending: ch.irqPending, bmCmd: ch.bmCmd, bmStatus: ch.bmStatus, bmPrd: ch.bmPrd >>> 0,
+        cursor: { ...ch.cursor }, dmaRunning: ch.dmaRunning, units: ch.units.map(saveUnit),
+      })),
+    });
   }
 
+  override checkState(state: VersionedState): void {
+    this.stateSchema.restore(this.id, state);
+  }
+
+  /**
+   * Requests to the images that were in flight when the state was saved are issued again. The machine
+   * restores only while none of its own is in flight (PcMachine.ioPending).
+   */
   override restoreState(state: VersionedState): void {
-    if (state?.version !== 1) throw new StateError(`piix3-ide: unsupported state version ${String(state?.version)}`);
-    super.restoreState(state);
-    const list = state.fields.channels;
-    if (!Array.isArray(list) || list.length !== 2) throw new StateError('piix3-ide: bad state field channels');
-    list.forEach((raw, i) => {
-      const f = fieldsOf(raw, 'channels');
+    const s = this.stateSchema.restore(this.id, state);
+    this.loadPciState(s);
+    s.channels.forEach((saved, i) => {
       const ch = this.channels[i];
-      ch.unit = num(f, 'unit', 0, 1);
-      ch.devctl = num(f, 'devctl', 0, 255);
-      ch.irqPending = bool(f, 'irqPending');
-      ch.bmCmd = num(f, 'bmCmd', 0, 255) & (BM_START | BM_TO_MEMORY);
-      ch.bmStatus = num(f, 'bmStatus', 0, 255) & 0x67;
-      ch.bmPrd = (num(f, 'bmPrd', 0, 0xffffffff) & ~3) >>> 0;
-      const c = fieldsOf(f.cursor, 'cursor');
-      ch.cursor = { next: num(c, 'next', 0, 2 ** 33), addr: num(c, 'addr', 0, 2 ** 33), left: num(c, 'left', 0, 0x10000), last: bool(c, 'last') };
-      ch.dmaRunning = bool(f, 'dmaRunning');
-      const units = f.units;
-      if (!Array.isArray(units) || units.length !== 2) throw new StateError('piix3-ide: bad state field units');
-      units.forEach((u, j) => restoreUnit(ch.units[j], fieldsOf(u, 'units')));
-      if (ch.dmaRunning && !ch.units.some((u) => u.dma !== 'none')) ch.dmaRunning = false;
+      ch.unit = saved.unit;
+      ch.devctl = saved.devctl;
+      ch.irqPending = saved.irqPending;
+      ch.bmCmd = saved.bmCmd & (BM_START | BM_TO_MEMORY);
+      ch.bmStatus = saved.bmStatus & 0x67;
+      ch.bmPrd = (saved.bmPrd & ~3) >>> 0;
+      ch.cursor = { ...saved.cursor };
+      saved.units.forEach((u, j) => restoreUnit(ch.units[j], u));
+      ch.dmaRunning = saved.dmaRunning && ch.units.some((u) => u.dma !== 'none');
       ch.updateLine();
     });
     for (const ch of this.channels) ch.resume();

@@ -1,6 +1,10 @@
 import type { VersionedState } from '../../base/state.js';
+import { stateSchema } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device } from '../device.js';
+
+/** The device has no state of its own; its (empty) state still has a version. */
+const DEBUG_EXIT_STATE = stateSchema(1, {});
 
 /**
  * QEMU's isa-debug-exit: a write of V to its ports ends the emulator with exit status (V << 1) | 1, so a test
@@ -19,8 +23,14 @@ export class IsaDebugExit implements Device {
   reset(): void {}
 
   saveState(): VersionedState {
-    return { version: 1, fields: {} };
+    return DEBUG_EXIT_STATE.save({});
   }
 
-  restoreState(): void {}
+  checkState(state: VersionedState): void {
+    DEBUG_EXIT_STATE.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    DEBUG_EXIT_STATE.restore(this.id, state);
+  }
 }

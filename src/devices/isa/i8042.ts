@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bool, list, record, stateSchema, u8 } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
@@ -7,6 +7,13 @@ import type { SystemControl } from '../system-control.js';
 
 const STATUS_OBF = 0x01, STATUS_SYS = 0x04, STATUS_CMD = 0x08, STATUS_UNLOCKED = 0x10, STATUS_AUX = 0x20;
 const CMD_KBD_IRQ = 0x01, CMD_AUX_IRQ = 0x02, CMD_KBD_DISABLED = 0x10, CMD_AUX_DISABLED = 0x20;
+
+/** Version 2 names the fields (version 1 packed them into lists). */
+const I8042_STATE = stateSchema(2, {
+  /** Bytes waiting for the guest: host key events have no bound but the guest's reading. */
+  queue: list(record({ byte: u8, aux: bool }), { max: 1 << 16 }),
+  commandByte: u8, status: u8, pendingCommand: u8, pendingDevice: u8, pendingAux: u8, scancodeSet: u8,
+});
 
 /**
  * The i8042 keyboard controller (0x60/0x64) with a PS/2 keyboard and mouse behind it: enough of both that
@@ -191,24 +198,18 @@ export class I8042 implements Device {
   }
 
   saveState(): VersionedState {
-    return {
-      version: 1,
-      fields: {
-        queue: this.queue.map((q) => [q.byte, q.aux ? 1 : 0]),
-        commandByte: this.commandByte,
-        status: this.status,
-        pending: [this.pendingCommand, this.pendingDevice, this.pendingAux, this.scancodeSet],
-      },
-    };
+    const { commandByte, status, pendingCommand, pendingDevice, pendingAux, scancodeSet } = this;
+    return I8042_STATE.save({ queue: this.queue, commandByte, status, pendingCommand, pendingDevice, pendingAux, scancodeSet });
+  }
+
+  checkState(state: VersionedState): void {
+    I8042_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const f = state?.fields;
-    if (state?.version !== 1 || !Array.isArray(f?.queue) || !Array.isArray(f.pending) || f.pending.length !== 4) throw new StateError('i8042: bad state');
-    this.queue = (f.queue as number[][]).map(([byte, aux]) => ({ byte: byte & 0xff, aux: aux === 1 }));
-    this.commandByte = Number(f.commandByte) & 0xff;
-    this.status = Number(f.status) & 0xff;
-    [this.pendingCommand, this.pendingDevice, this.pendingAux, this.scancodeSet] = (f.pending as number[]).map((x) => Number(x) & 0xff);
+    const s = I8042_STATE.restore(this.id, state);
+    this.queue = s.queue.map(({ byte, aux }) => ({ byte, aux }));
+    ({ commandByte: this.commandByte, status: this.status, pendingCommand: this.pendingCommand, pendingDevice: this.pendingDevice, pendingAux: this.pendingAux, scancodeSet: this.scancodeSet } = s);
     this.updateIrq();
   }
 }

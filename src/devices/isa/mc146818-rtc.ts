@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bytes, int, nullable, num, stateSchema } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { Timer, TimerQueue } from '../timer-queue.js';
@@ -7,6 +7,12 @@ import type { Timer, TimerQueue } from '../timer-queue.js';
 const REG_A = 0x0a, REG_B = 0x0b, REG_C = 0x0c, REG_D = 0x0d;
 const B_SET = 0x80, B_PIE = 0x40, B_AIE = 0x20, B_UIE = 0x10, B_DM = 0x04, B_24H = 0x02;
 const C_IRQF = 0x80, C_PF = 0x40, C_AF = 0x20, C_UF = 0x10;
+
+/** Version 2 adds the periodic and update timers' deadlines (guest-clock ns, null while not armed). */
+const RTC_STATE = stateSchema(2, {
+  nvram: bytes(128), index: int(0, 0x7f), epochOffsetSeconds: num(),
+  periodicNs: nullable(num()), updateNs: nullable(num()),
+});
 
 /**
  * The MC146818 CMOS real-time clock and its NVRAM at ports 0x70/0x71. The time is kept as an offset from
@@ -161,17 +167,25 @@ export class Mc146818Rtc implements Device {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { nvram: Uint8Array.from(this.nvram), index: this.index, epochOffsetSeconds: this.epochOffsetSeconds } };
+    const deadline = (t: Timer) => (t.armed ? t.deadlineNs : null);
+    return RTC_STATE.save({
+      nvram: this.nvram, index: this.index, epochOffsetSeconds: this.epochOffsetSeconds,
+      periodicNs: deadline(this.periodic), updateNs: deadline(this.update),
+    });
+  }
+
+  checkState(state: VersionedState): void {
+    RTC_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const f = state?.fields;
-    if (state?.version !== 1 || !(f?.nvram instanceof Uint8Array) || f.nvram.length !== 128 || typeof f.epochOffsetSeconds !== 'number') {
-      throw new StateError('rtc: bad state');
-    }
-    this.nvram.set(f.nvram);
-    this.index = Number(f.index) & 0x7f;
-    this.epochOffsetSeconds = f.epochOffsetSeconds;
-    this.schedule();
+    const s = RTC_STATE.restore(this.id, state);
+    this.nvram.set(s.nvram);
+    this.index = s.index;
+    this.epochOffsetSeconds = s.epochOffsetSeconds;
+    this.irq.set((this.nvram[REG_C] & C_IRQF) !== 0);
+    const rearm = (t: Timer, deadlineNs: number | null) => (deadlineNs === null ? t.cancel() : t.arm(deadlineNs));
+    rearm(this.periodic, s.periodicNs);
+    rearm(this.update, s.updateNs);
   }
 }

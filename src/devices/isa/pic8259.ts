@@ -1,7 +1,20 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { assign, bool, int, pick, record, stateSchema, u8, type FieldValues } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, InterruptAcknowledge, IntrPin, IrqLine } from '../device.js';
+
+const CHIP_STATE = {
+  irr: u8, isr: u8, imr: u8, vectorBase: int(0, 0xf8), lines: u8, elcr: u8, initStep: int(0, 3),
+  needIcw4: bool, singleMode: bool, autoEoi: bool, readIsr: bool, poll: bool, specialMask: bool, rotateOnAutoEoi: bool,
+  lowestPriority: int(0, 7), specialFullyNested: bool,
+};
+type ChipState = FieldValues<typeof CHIP_STATE>;
+const CHIP_PROPERTIES = [
+  'irr', 'isr', 'imr', 'vectorBase', 'lines', 'elcr', 'initStep', 'needIcw4', 'singleMode', 'autoEoi', 'readIsr', 'poll',
+  'specialMask', 'rotateOnAutoEoi', 'lowestPriority', 'specialFullyNested',
+] as const;
+/** Version 2 names the registers (version 1 was a list of numbers). */
+const PIC_STATE = stateSchema(2, { master: record(CHIP_STATE), slave: record(CHIP_STATE) });
 
 /** One 8259A: the registers and the priority logic. */
 class Pic8259Chip {
@@ -169,22 +182,12 @@ class Pic8259Chip {
     return this.imr;
   }
 
-  save(): number[] {
-    return [this.irr, this.isr, this.imr, this.vectorBase, this.lines, this.elcr, this.initStep, +this.needIcw4, +this.singleMode,
-      +this.autoEoi, +this.readIsr, +this.poll, +this.specialMask, +this.rotateOnAutoEoi, this.lowestPriority, +this.specialFullyNested];
+  save(): ChipState {
+    return pick(this, CHIP_PROPERTIES);
   }
 
-  load(v: number[]): void {
-    [this.irr, this.isr, this.imr, this.vectorBase, this.lines, this.elcr, this.initStep] = v;
-    this.needIcw4 = !!v[7];
-    this.singleMode = !!v[8];
-    this.autoEoi = !!v[9];
-    this.readIsr = !!v[10];
-    this.poll = !!v[11];
-    this.specialMask = !!v[12];
-    this.rotateOnAutoEoi = !!v[13];
-    this.lowestPriority = v[14] & 7;
-    this.specialFullyNested = !!v[15];
+  load(s: ChipState): void {
+    assign(this, s, CHIP_PROPERTIES);
   }
 }
 
@@ -272,15 +275,17 @@ export class DualPic8259 implements Device, InterruptAcknowledge {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { master: this.master.save(), slave: this.slave.save() } };
+    return PIC_STATE.save({ master: this.master.save(), slave: this.slave.save() });
+  }
+
+  checkState(state: VersionedState): void {
+    PIC_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const m = state?.fields?.master, s = state?.fields?.slave;
-    const ok = (v: unknown) => Array.isArray(v) && v.length === 16 && v.every((x) => typeof x === 'number');
-    if (state?.version !== 1 || !ok(m) || !ok(s)) throw new StateError('pic: bad state');
-    this.master.load(m as number[]);
-    this.slave.load(s as number[]);
+    const s = PIC_STATE.restore(this.id, state);
+    this.master.load(s.master);
+    this.slave.load(s.slave);
     this.update();
   }
 }

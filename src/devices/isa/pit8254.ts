@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { assign, bool, int, list, nullable, num, oneOf, pick, record, since, stateSchema, u8 } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device, IrqLine } from '../device.js';
 import type { Timer, TimerQueue } from '../timer-queue.js';
@@ -7,6 +7,24 @@ import type { Timer, TimerQueue } from '../timer-queue.js';
 /** The PIT's input clock. */
 export const PIT_HZ = 1193182;
 const NS_PER_TICK = 1e9 / PIT_HZ;
+
+const COUNTER_STATE = record({
+  mode: int(0, 5), access: int(1, 3), bcd: bool, reload: int(1, 0x10000),
+  /** Guest-clock ns; null while waiting for a count or the gate. */
+  startNs: nullable(num()),
+  gate: bool, latched: list(u8, { max: 2 }), statusLatched: int(-1, 0xff), writeLow: int(-1, 0xff), readMsbNext: bool,
+  outWhenIdle: bool, pendingReload: int(-1, 0x10000), oneShotFired: bool,
+});
+/** The counter's properties its state holds as they are. */
+const COUNTER_PROPERTIES = [
+  'mode', 'access', 'bcd', 'reload', 'gate', 'statusLatched', 'writeLow', 'readMsbNext', 'outWhenIdle', 'pendingReload', 'oneShotFired',
+] as const;
+/** Version 2 adds port 0x61's refresh toggle. */
+const PIT_STATE = stateSchema(2, {
+  counters: list(COUNTER_STATE, 3),
+  speakerData: bool,
+  refreshToggle: since(2, 0, oneOf(0, 0x10)),
+}, { oldest: 1 });
 
 /** One 8254 counter. Its count is not stepped: it is computed from guest time when read. */
 class Counter {
@@ -285,25 +303,30 @@ export class Pit8254 implements Device {
   }
 
   saveState(): VersionedState {
-    return {
-      version: 1,
-      fields: {
-        counters: this.counters.map((c) => ({ ...c, latched: [...c.latched], startNs: Number.isNaN(c.startNs) ? null : c.startNs })) as never,
-        speakerData: this.speakerData,
-      },
-    };
+    return PIT_STATE.save({
+      counters: this.counters.map((c) => ({
+        ...pick(c, COUNTER_PROPERTIES), startNs: Number.isNaN(c.startNs) ? null : c.startNs, latched: [...c.latched],
+      })),
+      speakerData: this.speakerData,
+      refreshToggle: this.refreshToggle ? 0x10 : 0,
+    });
   }
 
+  checkState(state: VersionedState): void {
+    PIT_STATE.restore(this.id, state);
+  }
+
+  /** Counting start times are guest-clock times: the machine restores the clock first. */
   restoreState(state: VersionedState): void {
-    const cs = state?.fields?.counters as unknown as Record<string, unknown>[];
-    if (state?.version !== 1 || !Array.isArray(cs) || cs.length !== 3) throw new StateError('pit: bad state');
-    cs.forEach((saved, i) => {
+    const s = PIT_STATE.restore(this.id, state);
+    s.counters.forEach((saved, i) => {
       const c = this.counters[i];
-      Object.assign(c, saved);
-      c.startNs = saved.startNs === null ? NaN : Number(saved.startNs);
-      c.latched = Array.isArray(saved.latched) ? (saved.latched as number[]).slice(0, 2) : [];
+      assign(c, saved, COUNTER_PROPERTIES);
+      c.startNs = saved.startNs ?? NaN;
+      c.latched = [...saved.latched];
     });
-    this.speakerData = state.fields.speakerData === true;
+    this.speakerData = s.speakerData;
+    this.refreshToggle = s.refreshToggle;
     this.schedule();
   }
 }

@@ -1,8 +1,12 @@
 import type { VersionedState } from '../../base/state.js';
+import { bool, stateSchema } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device } from '../device.js';
 import type { SystemControl } from '../system-control.js';
+
+/** Version 2 adds the A20 gate (the memory's, which port 0x92 and the i8042's output port both drive). */
+const PORT92_STATE = stateSchema(2, { a20: bool });
 
 /**
  * System control port A (0x92: bit 1 A20 gate, bit 0 fast reset) and the PIIX reset control register
@@ -30,8 +34,14 @@ export class SystemPorts implements Device {
   reset(): void {}
 
   saveState(): VersionedState {
-    return { version: 1, fields: {} };
+    return PORT92_STATE.save({ a20: this.memory.a20Enabled });
   }
 
-  restoreState(): void {}
+  checkState(state: VersionedState): void {
+    PORT92_STATE.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    this.memory.setA20(PORT92_STATE.restore(this.id, state).a20);
+  }
 }

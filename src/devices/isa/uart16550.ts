@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bool, bytes, int, nullable, num, stateSchema, u8 } from '../../base/state-schema.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { CharBackend } from '../char-backend.js';
 import type { Device, IrqLine } from '../device.js';
@@ -13,6 +13,17 @@ const FIFO_SIZE = 16;
 const POLLS_BEFORE_INPUT = 256;
 /** How long the receive interrupt must stay enabled before queued input flows (guest time). */
 const RX_ENABLE_SETTLE_NS = 5e6;
+
+/** Version 2 names the registers and adds the receiver's start: the poll count and the settle timer. */
+const UART_STATE = stateSchema(2, {
+  ier: int(0, 0x0f), lcr: u8, mcr: int(0, 0x1f), lsr: u8, msr: u8, scr: u8, dll: u8, dlm: u8, fcr: int(0, 0xc9),
+  rx: bytes({ max: FIFO_SIZE }),
+  /** Host input not yet in the receiver: bounded only by what the host typed ahead. */
+  backlog: bytes({ max: 1 << 30 }),
+  thrIrq: bool, guestReading: bool, emptyPolls: int(0, POLLS_BEFORE_INPUT),
+  /** Guest-clock time the receive interrupt's settle timer fires, null while not armed. */
+  startReadingNs: nullable(num()),
+});
 
 /**
  * A 16550A UART. Transmission is instantaneous (bytes go straight to the backend and THRE is raised at once).
@@ -219,28 +230,27 @@ export class Uart16550 implements Device {
   }
 
   saveState(): VersionedState {
-    return {
-      version: 1,
-      fields: {
-        regs: [this.ier, this.lcr, this.mcr, this.lsr, this.msr, this.scr, this.dll, this.dlm, this.fcr],
-        rx: Uint8Array.from(this.rx),
-        backlog: Uint8Array.from(this.backlog),
-        thrIrq: this.thrIrq,
-        guestReading: this.guestReading,
-      },
-    };
+    const { ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr, thrIrq, guestReading, emptyPolls } = this;
+    return UART_STATE.save({
+      ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr, rx: Uint8Array.from(this.rx), backlog: Uint8Array.from(this.backlog),
+      thrIrq, guestReading, emptyPolls, startReadingNs: this.startReading.armed ? this.startReading.deadlineNs : null,
+    });
+  }
+
+  checkState(state: VersionedState): void {
+    UART_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const f = state?.fields;
-    if (state?.version !== 1 || !Array.isArray(f?.regs) || f.regs.length !== 9 || !(f.rx instanceof Uint8Array) || !(f.backlog instanceof Uint8Array)) {
-      throw new StateError(`${this.id}: bad state`);
-    }
-    [this.ier, this.lcr, this.mcr, this.lsr, this.msr, this.scr, this.dll, this.dlm, this.fcr] = (f.regs as number[]).map((v) => Number(v) & 0xff);
-    this.rx = Array.from(f.rx).slice(0, FIFO_SIZE);
-    this.backlog = Array.from(f.backlog);
-    this.thrIrq = f.thrIrq === true;
-    this.guestReading = f.guestReading === true;
+    const s = UART_STATE.restore(this.id, state);
+    ({
+      ier: this.ier, lcr: this.lcr, mcr: this.mcr, lsr: this.lsr, msr: this.msr, scr: this.scr, dll: this.dll, dlm: this.dlm, fcr: this.fcr,
+      thrIrq: this.thrIrq, guestReading: this.guestReading, emptyPolls: this.emptyPolls,
+    } = s);
+    this.rx = Array.from(s.rx);
+    this.backlog = Array.from(s.backlog);
+    if (s.startReadingNs === null) this.startReading.cancel();
+    else this.startReading.arm(s.startReadingNs);
     this.update();
   }
 }

@@ -18,12 +18,12 @@ const ID1 = 0x0141, ID2 = 0x0c20;
 /** M88 specific status: 1000 Mb/s, full duplex, speed and duplex resolved, real-time link. */
 const SPEC_STATUS_LINK_1000_FD = 0x8000 | 0x2000 | 0x0800 | 0x0400;
 
-const REGISTERS = 32;
+export const PHY_REGISTERS = 32;
 /** Registers the driver may change; the rest are status and identity. */
 const WRITABLE = new Set([PHY_CTRL, PHY_AUTONEG_ADV, PHY_1000T_CTRL, M88_SPEC_CTRL, M88_EXT_SPEC_CTRL, 0x18, 0x19, 0x1a, 0x1d, 0x1e]);
 
 export class E1000Phy {
-  readonly regs = new Uint16Array(REGISTERS);
+  readonly regs = new Uint16Array(PHY_REGISTERS);
 
   constructor() {
     this.reset();
@@ -58,11 +58,11 @@ export class E1000Phy {
   }
 
   read(reg: number): number {
-    return this.regs[reg & (REGISTERS - 1)];
+    return this.regs[reg & (PHY_REGISTERS - 1)];
   }
 
   write(reg: number, value: number): void {
-    reg &= REGISTERS - 1;
+    reg &= PHY_REGISTERS - 1;
     if (!WRITABLE.has(reg)) return;
     // Reset and restart-negotiation complete at once (they are self-clearing bits on the chip).
     if (reg === PHY_CTRL) value &= ~(CTRL_RESET | CTRL_RESTART_AUTONEG);

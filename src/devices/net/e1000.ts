@@ -8,16 +8,16 @@
  * outside RAM, resets the device (as a real card would hang); frames too large are dropped. tsvm never throws
  * for guest values. There is no option ROM (QEMU's efi-e1000.rom for network boot is not offered).
  */
-import { StateError } from '../../base/errors.js';
 import { debugLog } from '../../base/log.js';
 import type { VersionedState } from '../../base/state.js';
+import { record, stateSchema, u16, u16s, u32, u32s, u8 } from '../../base/state-schema.js';
 import type { AccessSize } from '../../memory/bus-device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { NetBackend, NetReceiver } from '../../net/net-backend.js';
 import { ethernetCrc, insertChecksum, segment } from '../../net/offload.js';
-import { PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PciFunction } from '../pci/pci-function.js';
+import { PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_FUNCTION_FIELDS, PciFunction } from '../pci/pci-function.js';
 import { EEPROM_WORDS, MicrowireEeprom, eepromImage } from './e1000-eeprom.js';
-import { E1000Phy, PHY_ADDRESS } from './e1000-phy.js';
+import { E1000Phy, PHY_ADDRESS, PHY_REGISTERS } from './e1000-phy.js';
 
 export const E1000_VENDOR = 0x8086, E1000_DEVICE = 0x100e;
 const MMIO_SIZE = 0x20000, IO_SIZE = 0x40;
@@ -65,6 +65,16 @@ interface TxContext {
   tucss: number; tucso: number; tucse: number;
   tucmd: number; hdrLen: number; mss: number;
 }
+
+/** Version 2 adds the INTx# pin (of the PCI function). */
+const E1000_STATE = stateSchema(2, {
+  ...PCI_FUNCTION_FIELDS,
+  regs: u32s(MMIO_SIZE / 4),
+  phy: u16s(PHY_REGISTERS),
+  ioAddress: u32,
+  /** The last context descriptor (checksum and segmentation offsets). */
+  txContext: record({ ipcss: u8, ipcso: u8, ipcse: u16, tucss: u8, tucso: u8, tucse: u16, tucmd: u8, hdrLen: u8, mss: u16 }),
+});
 
 export interface E1000Options {
   id?: string;
@@ -515,29 +525,21 @@ export class E1000 extends PciFunction implements NetReceiver {
   }
 
   override saveState(): VersionedState {
-    const base = super.saveState();
-    return {
-      version: 1,
-      fields: {
-        ...base.fields,
-        regs: this.regs.slice(),
-        phy: this.phy.regs.slice(),
-        ioAddress: this.ioAddress,
-        txContext: { ...this.txContext },
-      },
-    };
+    return E1000_STATE.save({ ...this.pciState(), regs: this.regs, phy: this.phy.regs, ioAddress: this.ioAddress >>> 0, txContext: this.txContext });
   }
 
+  override checkState(state: VersionedState): void {
+    E1000_STATE.restore(this.id, state);
+  }
+
+  /** A packet whose descriptors were only partly fetched is not in the state: it is dropped. */
   override restoreState(state: VersionedState): void {
-    super.restoreState(state);
-    const f = state.fields;
-    if (!(f.regs instanceof Uint32Array) || f.regs.length !== this.regs.length) throw new StateError(`${this.id}: bad registers in state`);
-    if (!(f.phy instanceof Uint16Array) || f.phy.length !== this.phy.regs.length) throw new StateError(`${this.id}: bad PHY registers in state`);
-    this.regs.set(f.regs);
-    this.phy.regs.set(f.phy);
-    this.ioAddress = typeof f.ioAddress === 'number' ? f.ioAddress >>> 0 : 0;
-    const c = f.txContext as Partial<TxContext> | undefined;
-    for (const k of Object.keys(this.txContext) as (keyof TxContext)[]) this.txContext[k] = Number(c?.[k] ?? 0) & 0xffff;
+    const s = E1000_STATE.restore(this.id, state);
+    this.loadPciState(s);
+    this.regs.set(s.regs);
+    this.phy.regs.set(s.phy);
+    this.ioAddress = s.ioAddress;
+    this.txContext = { ...s.txContext };
     this.txLength = 0;
     this.txBroken = false;
     this.updateIrq();

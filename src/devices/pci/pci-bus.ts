@@ -1,6 +1,7 @@
 import { TsvmError } from '../../base/errors.js';
 import { debugLog } from '../../base/log.js';
 import type { VersionedState } from '../../base/state.js';
+import { stateSchema, u32 } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import type { PortIoBus } from '../../memory/port-io-bus.js';
 import type { Device } from '../device.js';
@@ -8,6 +9,8 @@ import type { PciBusSide, PciFunction } from './pci-function.js';
 
 /** Where a function's INTx# pin ends up: an ISA IRQ number, or undefined while the router leaves it unconnected. */
 export type IntxRouter = (fn: PciFunction, pin: number) => number | undefined;
+
+const PCI_BUS_STATE = stateSchema(1, { configAddress: u32 });
 
 interface Mapping {
   kind: 'io' | 'mem';
@@ -152,11 +155,15 @@ export class PciBus implements PciBusSide, Device {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { configAddress: this.configAddress } };
+    return PCI_BUS_STATE.save({ configAddress: this.configAddress >>> 0 });
   }
 
+  checkState(state: VersionedState): void {
+    PCI_BUS_STATE.restore(this.id, state);
+  }
+
+  /** The functions' mappings are theirs: each function's restore maps its BARs. */
   restoreState(state: VersionedState): void {
-    const a = state?.fields?.configAddress;
-    this.configAddress = typeof a === 'number' ? a & 0x80fffffc : 0;
+    this.configAddress = PCI_BUS_STATE.restore(this.id, state).configAddress & 0x80fffffc;
   }
 }

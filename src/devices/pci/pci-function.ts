@@ -1,5 +1,5 @@
-import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
+import { bool, bytes, stateSchema, type FieldValues } from '../../base/state-schema.js';
 import type { BusDevice } from '../../memory/bus-device.js';
 import type { Device } from '../device.js';
 
@@ -35,6 +35,12 @@ export interface PciBusSide {
   /** The function drives its INTx# pin. */
   setIntx(fn: PciFunction, level: boolean): void;
 }
+
+/** The fields of every function's state; a function with registers of its own lists these among its fields. */
+export const PCI_FUNCTION_FIELDS = { config: bytes(256), intx: bool };
+type PciFunctionState = FieldValues<typeof PCI_FUNCTION_FIELDS>;
+/** Version 2 adds the INTx# pin's level. */
+const PCI_FUNCTION_STATE = stateSchema(2, PCI_FUNCTION_FIELDS);
 
 export const PCI_COMMAND = 0x04, PCI_COMMAND_IO = 1, PCI_COMMAND_MEMORY = 2, PCI_COMMAND_MASTER = 4;
 export const PCI_BAR0 = 0x10, PCI_ROM_ADDRESS = 0x30, PCI_INTERRUPT_LINE = 0x3c;
@@ -160,17 +166,31 @@ export class PciFunction implements Device {
     this.updateIntx();
   }
 
-  /** The configuration bytes as state; subclasses add their own fields under other names. */
   saveState(): VersionedState {
-    return { version: 1, fields: { config: this.config.slice() } };
+    return PCI_FUNCTION_STATE.save(this.pciState());
+  }
+
+  checkState(state: VersionedState): void {
+    PCI_FUNCTION_STATE.restore(this.id, state);
   }
 
   restoreState(state: VersionedState): void {
-    const config = state?.fields?.config;
-    if (!(config instanceof Uint8Array) || config.length !== 256) throw new StateError(`${this.id}: bad configuration space in state`);
+    this.loadPciState(PCI_FUNCTION_STATE.restore(this.id, state));
+  }
+
+  /** The state every function has; subclasses with registers of their own save it beside theirs. */
+  protected pciState(): PciFunctionState {
+    return { config: this.config, intx: this.intx };
+  }
+
+  /** Loads the configuration space (mapping the BARs where it says) and the INTx# pin. */
+  protected loadPciState(s: PciFunctionState): void {
     // Read-only bytes keep their values: a state file cannot change what the device is.
-    for (let o = 0; o < 256; o++) this.config[o] = (this.config[o] & ~this.writeMask[o]) | (config[o] & this.writeMask[o]);
+    for (let o = 0; o < 256; o++) this.config[o] = (this.config[o] & ~this.writeMask[o]) | (s.config[o] & this.writeMask[o]);
+    this.intx = s.intx;
     this.bus?.barsChanged(this);
+    this.updateIntx();
+    this.configWritten(0, 256);
   }
 
   protected get32(o: number): number {

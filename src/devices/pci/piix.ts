@@ -1,4 +1,3 @@
-import type { VersionedState } from '../../base/state.js';
 import type { Piix4Pm } from '../acpi/piix4-pm.js';
 import { PCI_INTERRUPT_LINE, PciFunction } from './pci-function.js';
 import type { IntxRouter } from './pci-bus.js';
@@ -74,11 +73,6 @@ export class Piix4PmFunction extends PciFunction {
 
   override reset(): void {
     super.reset();
-    this.configWritten();
-  }
-
-  override restoreState(state: VersionedState): void {
-    super.restoreState(state);
     this.configWritten();
   }
 }

@@ -1,4 +1,5 @@
 import type { VersionedState } from '../../base/state.js';
+import { stateSchema, u32 } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 import { type VirtioContext, type VirtioDevice, VirtioDeviceBase, featureBit, readLe, writeLe } from './virtio-device.js';
 import type { Virtqueue, VirtqElement } from './virtqueue.js';
@@ -22,6 +23,9 @@ export interface BalloonInfo {
   /** When the guest last sent statistics (ms since the epoch), or 0. */
   lastUpdate: number;
 }
+
+/** Balloon sizes in 4 KiB pages. */
+const BALLOON_STATE = stateSchema(1, { targetPages: u32, actualPages: u32 });
 
 /**
  * virtio-balloon (virtio 1.2, 5.5): the host sets a target, the guest inflates (hands pages over, which go back
@@ -122,6 +126,15 @@ export class VirtioBalloon extends VirtioDeviceBase implements VirtioDevice {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { targetPages: this.targetPages, actualPages: this.actualPages } };
+    return BALLOON_STATE.save({ targetPages: this.targetPages, actualPages: this.actualPages });
+  }
+
+  checkState(state: VersionedState): void {
+    BALLOON_STATE.restore(this.id, state);
+  }
+
+  /** The stats buffer the device held is not in the state: the guest's next one is taken. */
+  restoreState(state: VersionedState): void {
+    ({ targetPages: this.targetPages, actualPages: this.actualPages } = BALLOON_STATE.restore(this.id, state));
   }
 }

@@ -1,4 +1,5 @@
 import type { VersionedState } from '../../base/state.js';
+import { bool, stateSchema } from '../../base/state-schema.js';
 import type { BlockDriver } from '../../block/index.js';
 import { type VirtioContext, type VirtioDevice, VirtioDeviceBase, featureBit, readLe, writeLe } from './virtio-device.js';
 import type { Virtqueue, VirtqElement } from './virtqueue.js';
@@ -30,6 +31,9 @@ export interface VirtioBlkOptions {
   /** What GET_ID answers (at most 20 bytes). */
   serial: string;
 }
+
+/** The write cache mode the guest chose (requests in flight are refused by the transport's save). */
+const BLK_STATE = stateSchema(1, { writeback: bool });
 
 /**
  * virtio-blk (virtio 1.2, 5.2) on the block layer: read, write, flush, discard, write-zeroes and get-id, one
@@ -165,6 +169,14 @@ export class VirtioBlk extends VirtioDeviceBase implements VirtioDevice {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { writeback: this.writeback } };
+    return BLK_STATE.save({ writeback: this.writeback });
+  }
+
+  checkState(state: VersionedState): void {
+    BLK_STATE.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    this.writeback = BLK_STATE.restore(this.id, state).writeback;
   }
 }

@@ -1,4 +1,5 @@
 import type { VersionedState } from '../../base/state.js';
+import { bool, bytes, list, stateSchema } from '../../base/state-schema.js';
 import type { CharBackend } from '../char-backend.js';
 import { type VirtioContext, type VirtioDevice, VirtioDeviceBase, featureBit, readLe, writeLe } from './virtio-device.js';
 import type { Virtqueue } from './virtqueue.js';
@@ -26,6 +27,25 @@ interface Port extends VirtioConsolePort {
   guestOpen: boolean;
 }
 
+/** Version 2 adds host input and control messages not yet in guest buffers. */
+function consoleState(ports: number) {
+  return stateSchema(2, {
+    open: list(bool, ports),
+    pending: list(bytes({ max: 1 << 30 }), ports),
+    controlPending: list(bytes({ max: 4096 }), { max: 1 << 16 }),
+  });
+}
+
+function concatBytes(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
 /**
  * virtio-console (virtio 1.2, 5.3) with multiple ports: a receive and a transmit queue per port (port 0 on
  * queues 0 and 1, port N on 2N+2 and 2N+3) and the control queues (2, 3) over which ports are announced, named
@@ -41,6 +61,7 @@ export class VirtioConsole extends VirtioDeviceBase implements VirtioDevice {
   private readonly maxPorts: number;
   /** Control messages the guest has no buffer for yet. */
   private controlPending: Uint8Array[] = [];
+  private readonly stateSchema: ReturnType<typeof consoleState>;
 
   constructor(readonly id: string, ports: VirtioConsolePort[]) {
     super();
@@ -48,6 +69,7 @@ export class VirtioConsole extends VirtioDeviceBase implements VirtioDevice {
     const ordered = [...ports.filter((p) => p.console), ...ports.filter((p) => !p.console)];
     this.ports = ordered.map((p) => ({ ...p, id: next++, pending: [], guestOpen: false }));
     this.maxPorts = Math.max(next, 1);
+    this.stateSchema = consoleState(this.ports.length);
     this.queueSizes = new Array<number>(2 * this.maxPorts + 2).fill(QUEUE_SIZE);
     for (const port of this.ports) {
       port.backend.onInput((bytes) => {
@@ -165,6 +187,23 @@ export class VirtioConsole extends VirtioDeviceBase implements VirtioDevice {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: { open: this.ports.map((p) => p.guestOpen) } };
+    return this.stateSchema.save({
+      open: this.ports.map((p) => p.guestOpen),
+      pending: this.ports.map((p) => concatBytes(p.pending)),
+      controlPending: this.controlPending,
+    });
+  }
+
+  checkState(state: VersionedState): void {
+    this.stateSchema.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    const s = this.stateSchema.restore(this.id, state);
+    this.ports.forEach((p, i) => {
+      p.guestOpen = s.open[i];
+      p.pending = s.pending[i].length > 0 ? [s.pending[i].slice()] : [];
+    });
+    this.controlPending = s.controlPending.map((m) => m.slice());
   }
 }

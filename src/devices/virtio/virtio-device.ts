@@ -66,7 +66,11 @@ export interface VirtioDevice {
   readonly busy: boolean;
   /** Waits for requests in flight (at exit, before images close). */
   drain(): Promise<void>;
+  /** The device's own state (the transport saves the queues and its registers around it). */
   saveState(): VersionedState;
+  checkState(state: VersionedState): void;
+  /** Loads the state; the transport activates the device after it when the driver had. */
+  restoreState(state: VersionedState): void;
 }
 
 /** Little-endian reads and writes of a device configuration held in a byte array. */

@@ -3,12 +3,13 @@ import { StateError } from '../../base/errors.js';
 import type { VersionedState } from '../../base/state.js';
 import type { AccessSize, BusDevice } from '../../memory/bus-device.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
-import { PciFunction } from '../pci/pci-function.js';
+import { PCI_FUNCTION_FIELDS, PciFunction } from '../pci/pci-function.js';
+import { bytes, int, list, stateSchema, u16, u32, u32s, u8, versionedState } from '../../base/state-schema.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, type VirtioContext, type VirtioDevice, VirtioStatus,
   featureBit, readLe, writeLe,
 } from './virtio-device.js';
-import { Virtqueue, VirtqueueError } from './virtqueue.js';
+import { VIRTQUEUE_STATE, Virtqueue, VirtqueueError } from './virtqueue.js';
 
 /** The PCI vendor of virtio devices; modern device IDs are 0x1040 + the virtio device type. */
 const VIRTIO_PCI_VENDOR = 0x1af4, VIRTIO_PCI_MODERN_BASE = 0x1040;
@@ -38,6 +39,36 @@ export interface VirtioPciHost {
   deliverMsi(address: number, data: number): boolean;
 }
 
+/** 64 feature bits as two 32-bit words, low first. */
+function featureWords(features: bigint): number[] {
+  return [Number(features & 0xffffffffn), Number(features >> 32n)];
+}
+
+function featureValue(words: number[]): bigint {
+  return BigInt(words[0]) | (BigInt(words[1]) << 32n);
+}
+
+/** Version 2: the transport's registers by name, features as words, every queue's position, the device's state nested. */
+function virtioPciState(queueSizes: number[], offered: bigint) {
+  const vectors = queueSizes.length + 1;
+  return stateSchema(2, {
+    ...PCI_FUNCTION_FIELDS,
+    status: u8, isr: int(0, 3), configVector: u16, configGeneration: u8, queueSelect: u16,
+    deviceFeatureSelect: u32, driverFeatureSelect: u32, negotiated: list(u32, 2), driverFeatures: list(u32, 2),
+    msixTable: u32s(4 * vectors), msixPending: bytes(vectors),
+    queues: list(VIRTQUEUE_STATE, queueSizes.length),
+    device: versionedState,
+  }, {
+    rule: (s) => {
+      if ((featureValue(s.negotiated) & ~offered) !== 0n) return ['negotiated', 'holds features the device does not offer'];
+      for (const [i, q] of s.queues.entries()) {
+        if (q.size > queueSizes[i] || (q.size & (q.size - 1)) !== 0 || (q.enabled && q.size === 0)) return [`queues[${i}].size`, `${q.size} is not a power of two up to ${queueSizes[i]}`];
+      }
+      return undefined;
+    },
+  });
+}
+
 /**
  * The virtio 1.x PCI transport, modern only (virtio 1.2, 4.1): vendor capabilities for the common, notify, ISR
  * and device configuration regions in BAR 4 and the PCI-configuration access window; MSI-X in BAR 1, INTx
@@ -57,6 +88,7 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
   private isr = 0;
   private readonly msixTable: Uint32Array;
   private readonly msixPending: Uint8Array;
+  private readonly stateSchema: ReturnType<typeof virtioPciState>;
 
   constructor(readonly device: VirtioDevice, private readonly host: VirtioPciHost) {
     const holder: { fn?: VirtioPciFunction } = {};
@@ -83,6 +115,7 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
     this.msixPending = new Uint8Array(vectors);
     this.resetMsixTable();
     this.buildCapabilities(vectors);
+    this.stateSchema = virtioPciState(this.queues.map((q) => q.maxSize), this.offered);
   }
 
   private buildCapabilities(vectors: number): void {
@@ -384,23 +417,40 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
     this.resetMsixTable();
   }
 
+  /** Refused while the device has host requests in flight: save a drained machine (PcMachine.ioPending). */
   override saveState(): VersionedState {
-    const base = super.saveState();
-    const device = this.device.saveState();
-    return {
-      version: 1,
-      fields: {
-        ...base.fields,
-        status: this.status, isr: this.isr, configVector: this.configVector, queueSelect: this.queueSelect,
-        negotiated: this.negotiated.toString(), driverFeatures: this.driverFeatures.toString(),
-        msixTable: new Uint32Array(this.msixTable), msixPending: this.msixPending.slice(),
-        queues: this.queues.map((q) => q.saveState()),
-        device: { version: device.version, fields: device.fields },
-      },
-    };
+    if (this.busy) throw new StateError(`${this.id}: cannot save while requests are in flight (drain the machine first)`);
+    return this.stateSchema.save({
+      ...this.pciState(),
+      status: this.status, isr: this.isr, configVector: this.configVector, configGeneration: this.configGeneration,
+      queueSelect: this.queueSelect, deviceFeatureSelect: this.deviceFeatureSelect, driverFeatureSelect: this.driverFeatureSelect,
+      negotiated: featureWords(this.negotiated), driverFeatures: featureWords(this.driverFeatures),
+      msixTable: this.msixTable, msixPending: this.msixPending,
+      queues: this.queues.map((q) => q.saveFields()),
+      device: this.device.saveState(),
+    });
   }
 
-  override restoreState(_state: VersionedState): void {
-    throw new StateError(`${this.id}: restoring virtio device state is not supported yet`);
+  override checkState(state: VersionedState): void {
+    const s = this.stateSchema.restore(this.id, state);
+    this.device.checkState(s.device);
+  }
+
+  override restoreState(state: VersionedState): void {
+    const s = this.stateSchema.restore(this.id, state);
+    this.device.checkState(s.device);
+    this.device.reset();
+    this.loadPciState(s);
+    ({
+      status: this.status, isr: this.isr, configVector: this.configVector, configGeneration: this.configGeneration, queueSelect: this.queueSelect,
+      deviceFeatureSelect: this.deviceFeatureSelect, driverFeatureSelect: this.driverFeatureSelect,
+    } = s);
+    this.negotiated = featureValue(s.negotiated);
+    this.driverFeatures = featureValue(s.driverFeatures);
+    this.msixTable.set(s.msixTable);
+    this.msixPending.set(s.msixPending);
+    s.queues.forEach((q, i) => this.queues[i].loadFields(q));
+    this.device.restoreState(s.device);
+    if (this.status & VirtioStatus.DRIVER_OK && this.status & VirtioStatus.FEATURES_OK) this.device.activate(this);
   }
 }

@@ -1,10 +1,13 @@
 import { randomFill } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { VersionedState } from '../../base/state.js';
+import { stateSchema } from '../../base/state-schema.js';
 import { type VirtioDevice, VirtioDeviceBase } from './virtio-device.js';
 import type { Virtqueue } from './virtqueue.js';
 
 const fillRandom = promisify(randomFill);
+/** Nothing of its own: requests in flight are the transport's to refuse (a save needs a drained machine). */
+const RNG_STATE = stateSchema(1, {});
 /** Bytes given per request at most (the driver asks again for more). */
 const MAX_REQUEST = 64 * 1024;
 
@@ -34,6 +37,14 @@ export class VirtioRng extends VirtioDeviceBase implements VirtioDevice {
   }
 
   saveState(): VersionedState {
-    return { version: 1, fields: {} };
+    return RNG_STATE.save({});
+  }
+
+  checkState(state: VersionedState): void {
+    RNG_STATE.restore(this.id, state);
+  }
+
+  restoreState(state: VersionedState): void {
+    RNG_STATE.restore(this.id, state);
   }
 }

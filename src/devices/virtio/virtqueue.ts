@@ -1,3 +1,4 @@
+import { assign, bool, pick, record, u16, uint53, type ValueOf } from '../../base/state-schema.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
 
 /** Descriptor flags (virtio 1.2, 2.7.5). */
@@ -24,6 +25,17 @@ export interface VirtqElement {
   readonly writableBytes: number;
 }
 
+/** A queue's state: its registers, the negotiated ring features, and where the device is in the rings. */
+export const VIRTQUEUE_STATE = record({
+  size: u16, enabled: bool, descAddress: uint53, driverAddress: uint53, deviceAddress: uint53, msixVector: u16,
+  eventIndex: bool, indirect: bool, lastAvail: u16, usedIdx: u16, signalledUsed: u16, signalledValid: bool,
+});
+type VirtqueueState = ValueOf<typeof VIRTQUEUE_STATE>;
+const VIRTQUEUE_PROPERTIES = [
+  'size', 'enabled', 'descAddress', 'driverAddress', 'deviceAddress', 'msixVector', 'eventIndex', 'indirect', 'lastAvail',
+  'usedIdx', 'signalledUsed', 'signalledValid',
+] as const;
+
 /** A driver error found in a queue: the device must be reset (DEVICE_NEEDS_RESET). */
 export class VirtqueueError extends Error {}
 
@@ -44,11 +56,11 @@ export class Virtqueue {
   eventIndex = false;
   indirect = false;
   /** The next available-ring entry to consume, and the next used-ring entry to fill. */
-  private lastAvail = 0;
-  private usedIdx = 0;
+  lastAvail = 0;
+  usedIdx = 0;
   /** usedIdx when the driver was last interrupted (for the event index). */
-  private signalledUsed = 0;
-  private signalledValid = false;
+  signalledUsed = 0;
+  signalledValid = false;
 
   constructor(readonly index: number, readonly maxSize: number, private readonly memory: PhysicalMemory) {
     this.size = maxSize;
@@ -147,11 +159,13 @@ export class Virtqueue {
     return at;
   }
 
-  saveState(): Record<string, number | boolean> {
-    return {
-      size: this.size, enabled: this.enabled, descAddress: this.descAddress, driverAddress: this.driverAddress,
-      deviceAddress: this.deviceAddress, msixVector: this.msixVector, lastAvail: this.lastAvail, usedIdx: this.usedIdx,
-    };
+  saveFields(): VirtqueueState {
+    return pick(this, VIRTQUEUE_PROPERTIES);
+  }
+
+  /** Ring addresses outside RAM are caught where they are used, as the driver's own would be (needs reset). */
+  loadFields(s: VirtqueueState): void {
+    assign(this, s, VIRTQUEUE_PROPERTIES);
   }
 
   private readChain(head: number): VirtqElement {

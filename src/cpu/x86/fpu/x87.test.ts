@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X87, type X87Host } from './x87.js';
+import { stateSchema } from '../../../base/state-schema.js';
+import { X87, X87_STATE, type X87Host } from './x87.js';
 
 /** A host with 4 KiB of flat memory, recording EFLAGS writes; pointers and mode are settable. */
 class FakeHost implements X87Host {
@@ -118,15 +119,15 @@ test('FSTENV/FLDENV and FSAVE/FRSTOR in the 32-bit protected and 16-bit real-mod
   assert.equal(env16[3], 0x0010);
   assert.equal(env16[4], (0x1 << 12) | 0x1ee, 'FIP bits 19:16 and the opcode');
   // FSAVE then FRSTOR brings everything back.
-  const before = fpu.saveState();
+  const before = structuredClone(fpu.saveFields());
   run([0xdd, 0x30], 0x300, true);
-  assert.equal((fpu.saveState().fields.empty as number[]).filter((e) => e === 1).length, 8, 'FSAVE reinitializes');
+  assert.equal(fpu.saveFields().empty.filter((e) => e === 1).length, 8, 'FSAVE reinitializes');
   run([0xdd, 0x20], 0x300, true);
   // The pointers come back as the real-mode layout holds them: FIP as a linear address, no selectors.
-  const { pointers, ...restored } = fpu.saveState().fields;
-  const { pointers: savedPointers, ...saved } = before.fields;
+  const { fip, fcs, fop, fdp, fds, ...restored } = structuredClone(fpu.saveFields());
+  const { fop: savedFop, fip: _fip, fcs: _fcs, fdp: _fdp, fds: _fds, ...saved } = before;
   assert.deepEqual(restored, saved, 'FRSTOR restores the registers, tags, TOP, control and status words');
-  assert.deepEqual(pointers, [0x10010, 0, (savedPointers as number[])[2], 0, 0]);
+  assert.deepEqual([fip, fcs, fop, fdp, fds], [0x10010, 0, savedFop, 0, 0]);
   run([0xdb, 0x38], 0x400);
   assert.deepEqual([host.mem.getUint32(0x400, true), host.mem.getUint16(0x408, true)], [0, 0], 'ST(0) = +0 again');
 });
@@ -155,16 +156,17 @@ test('FXAM classes and sign; FCOMI sets ZF/PF/CF; FSIN out of range sets C2 and 
   assert.equal(host.mem.getUint16(0x608, true), 0x403e + 8);
 });
 
-test('state: saved as plain data and restored bit for bit; old versions refused', () => {
+test('state: saved as plain data and restored bit for bit; a TOP inside the status word refused', () => {
   const { fpu, run } = setup();
   run(FLDPI);
   run([0xd9, 0xfa]); // FSQRT
-  const saved = JSON.parse(JSON.stringify(fpu.saveState()));
+  const schema = stateSchema(1, { fpu: X87_STATE });
+  const saved = schema.save({ fpu: fpu.saveFields() });
   const other = setup();
-  other.fpu.restoreState(saved);
-  assert.deepEqual(other.fpu.saveState(), fpu.saveState());
-  assert.throws(() => other.fpu.restoreState({ version: 1, fields: {} }), /unsupported state version/);
-  assert.throws(() => other.fpu.restoreState({ ...saved, fields: { ...saved.fields, registers: ['zz'] } }), /bad register state/);
+  other.fpu.loadFields(schema.restore('cpu0', structuredClone(saved)).fpu);
+  assert.deepEqual(schema.save({ fpu: other.fpu.saveFields() }), saved);
+  const bad = schema.save({ fpu: { ...fpu.saveFields(), status: 0x3800 } });
+  assert.throws(() => schema.restore('cpu0', bad), /^StateError: cpu0: state field fpu\.status: holds TOP/);
 });
 
 test('FLDENV reads back what FNSTENV wrote, in all four layouts (16/32-bit, protected/real mode)', () => {

@@ -1,5 +1,4 @@
-import { StateError } from '../../../base/errors.js';
-import type { VersionedState } from '../../../base/state.js';
+import { bytes, int, record, u16, u16s, u32, u32s, type ValueOf } from '../../../base/state-schema.js';
 import { DE, Float80Unit, IE, INDEFINITE_HI, INDEFINITE_SE, Kind, classify } from './float80.js';
 import { Transcendentals } from './transcendental.js';
 
@@ -57,6 +56,22 @@ const CONSTANTS: [number, number, number, number, number][] = [
  * exceptions (an unmasked one sets ES/B and waits for the next waiting instruction, as the CPU glue asks
  * `pendingException`).
  */
+/** The x87's state, part of the CPU's: registers as sign+exponent and significand halves, every pointer. */
+export const X87_STATE = record({
+  regSe: u16s(8), regHi: u32s(8), regLo: u32s(8),
+  /** 1 where the tag word says empty. */
+  empty: bytes(8),
+  top: int(0, 7),
+  /** Without TOP (bits 13:11). */
+  status: u16,
+  control: u16, fip: u32, fcs: u16, fop: int(0, 0x7ff), fdp: u32, fds: u16,
+}, (s) => {
+  if (s.empty.some((e) => e > 1)) return ['empty', 'holds a value other than 0 and 1'];
+  if (s.status & 0x3800) return ['status', 'holds TOP (bits 13:11), which is the field top'];
+  return undefined;
+});
+type X87State = ValueOf<typeof X87_STATE>;
+
 export class X87 {
   private readonly regSe = new Uint16Array(8);
   private readonly regHi = new Uint32Array(8);
@@ -870,44 +885,16 @@ export class X87 {
 
   // --- state
 
-  saveState(): VersionedState {
-    const registers: string[] = [];
-    for (let r = 0; r < 8; r++) {
-      registers.push(this.regSe[r]!.toString(16).padStart(4, '0') + this.regHi[r]!.toString(16).padStart(8, '0') + this.regLo[r]!.toString(16).padStart(8, '0'));
-    }
-    return {
-      version: 2,
-      fields: {
-        registers,
-        empty: Array.from(this.empty),
-        top: this.top,
-        status: this.status,
-        control: this.control,
-        pointers: [this.fip, this.fcs, this.fop, this.fdp, this.fds],
-      },
-    };
+  saveFields(): X87State {
+    const { regSe, regHi, regLo, empty, top, status, control, fcs, fop, fds } = this;
+    return { regSe, regHi, regLo, empty, top, status, control, fip: this.fip >>> 0, fcs, fop, fdp: this.fdp >>> 0, fds };
   }
 
-  restoreState(state: VersionedState): void {
-    if (state?.version !== 2) throw new StateError('fpu: unsupported state version');
-    const f = state.fields;
-    const registers = f.registers, empty = f.empty, pointers = f.pointers;
-    if (!Array.isArray(registers) || registers.length !== 8 || !registers.every((v) => typeof v === 'string' && /^[0-9a-f]{20}$/.test(v))) {
-      throw new StateError('fpu: bad register state');
-    }
-    if (!Array.isArray(empty) || empty.length !== 8 || !Array.isArray(pointers) || pointers.length !== 5) {
-      throw new StateError('fpu: bad tag or pointer state');
-    }
-    for (let r = 0; r < 8; r++) {
-      const hex = registers[r] as string;
-      this.regSe[r] = parseInt(hex.slice(0, 4), 16);
-      this.regHi[r] = parseInt(hex.slice(4, 12), 16);
-      this.regLo[r] = parseInt(hex.slice(12), 16);
-      this.empty[r] = empty[r] ? 1 : 0;
-    }
-    this.top = Number(f.top) & 7;
-    this.status = Number(f.status) & 0xffff & ~0x3800;
-    this.control = Number(f.control) & 0xffff;
-    [this.fip, this.fcs, this.fop, this.fdp, this.fds] = (pointers as number[]).map((v) => Number(v) >>> 0) as [number, number, number, number, number];
+  loadFields(s: X87State): void {
+    this.regSe.set(s.regSe);
+    this.regHi.set(s.regHi);
+    this.regLo.set(s.regLo);
+    this.empty.set(s.empty);
+    ({ top: this.top, status: this.status, control: this.control, fip: this.fip, fcs: this.fcs, fop: this.fop, fdp: this.fdp, fds: this.fds } = s);
   }
 }
