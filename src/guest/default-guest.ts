@@ -19,11 +19,12 @@ export interface GuestInfo {
 /** The command line the default guest boots with. */
 export const DEFAULT_GUEST_CMDLINE = 'console=ttyS0';
 /** Bumped when what goes into the guest changes, so that old caches are rebuilt. */
-const GUEST_LAYOUT_VERSION = 4;
+const GUEST_LAYOUT_VERSION = 5;
 
-/** Modules the later devices need (IDE, CD-ROM, virtio, ext4, the e1000); their dependencies come along. */
+/** Modules the devices need (IDE, CD-ROM, virtio, 9p over virtio, ext4, the e1000); their dependencies come along. */
 const GUEST_MODULES = [
-  'virtio', 'virtio_ring', 'virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio_rng',
+  'virtio', 'virtio_ring', 'virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio_rng', 'virtio_balloon',
+  '9p', '9pnet', '9pnet_virtio',
   'ata_piix', 'sd_mod', 'sr_mod', 'ext4', 'crc32c_generic', 'e1000',
 ];
 

@@ -148,3 +148,16 @@ test('virtio-pci: MSI-X vectors, masking and pending bits', async () => {
   assert.deepEqual(d.msis, [{ address: 0xfee00000, data: 0x41 }]);
   assert.equal(d.memory.read(0xc0010800, 4), 0);
 });
+
+test('virtio-pci: with the event index, a driver that re-arms after each buffer gets every interrupt', async () => {
+  const d = rng();
+  d.start({ eventIndex: true });
+  for (let i = 0; i < 20; i++) {
+    d.descriptor(0, i % 8, BUFFER, 32, F_WRITE);
+    d.kick(0, i % 8);
+    await d.settle();
+    assert.equal(d.usedIdx(0), i + 1);
+    assert.equal(d.readIsr(), 1, `interrupt ${i}`);
+    d.setUsedEvent(0, i + 1); // Linux: used_event = last_used_idx after taking the buffer
+  }
+});

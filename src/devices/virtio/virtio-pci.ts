@@ -159,7 +159,9 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
   // ---- the device's side (VirtioContext) ---------------------------------------------------------
 
   notify(queue: Virtqueue): void {
-    if (!queue.shouldInterrupt()) return;
+    const want = queue.shouldInterrupt();
+    debugLog('virtio-trace', `${this.id}: used on queue ${queue.index}, interrupt ${want}, msix ${this.msixEnabled} vector ${queue.msixVector}`);
+    if (!want) return;
     this.interrupt(queue.msixVector, 1);
   }
 
@@ -288,6 +290,7 @@ export class VirtioPciFunction extends PciFunction implements VirtioContext {
 
   private queueNotify(index: number): void {
     const queue = this.queues[index];
+    debugLog('virtio-trace', `${this.id}: notify ${index} live ${this.live}`);
     if (!this.live || !queue?.enabled) return;
     this.device.queueNotified(queue);
   }
