@@ -263,6 +263,11 @@ export class GuestTcp {
     this.flush();
   }
 
+  /** Bytes written but not sent yet (the peer's window is closed). */
+  get unsentBytes(): number {
+    return this.outbox.reduce((n, b) => n + b.length, 0);
+  }
+
   /** Takes every byte received so far (which opens the window again). */
   read(): Uint8Array {
     const out = Buffer.concat(this.unread);
