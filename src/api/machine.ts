@@ -5,6 +5,7 @@ import type { CharBackend } from '../devices/char-backend.js';
 import { type MachineConfig, type SerialConfig, defaultMachineConfig } from '../machine/config.js';
 import { type OpenedDrive, closeDrives, openIdeDrives } from '../machine/drives.js';
 import { PcMachine } from '../machine/pc-machine.js';
+import { type OpenedNic, closeNics, openNics } from '../net/netdevs.js';
 import { FileConsole } from '../ui/console/file-console.js';
 import { type HostConsole, NullConsole } from '../ui/console/host-console.js';
 import { StdioConsole } from '../ui/console/stdio-console.js';
@@ -42,7 +43,7 @@ export class Machine {
   private debugExitStatus: number | null = null;
   private finished = false;
 
-  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined, private readonly drives: (OpenedDrive | undefined)[]) {
+  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined, private readonly drives: (OpenedDrive | undefined)[], private readonly nics: OpenedNic[]) {
     this.consoles = debugcon ? [...consoles, debugcon] : consoles;
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     const streamConsole = consoles.find((c): c is StreamConsole => c instanceof StreamConsole);
@@ -51,6 +52,7 @@ export class Machine {
       serials: consoles as CharBackend[],
       debugcon,
       drives,
+      nics,
       requestReset: () => this.request('reset'),
       requestPowerOff: () => this.request('poweroff'),
       wake: () => this.runner?.wake(),
@@ -69,16 +71,18 @@ export class Machine {
     const consoles = await Promise.all(config.serials.map((s) => openConsole(s, quit)));
     const debugcon = config.debugcon ? await openConsole(config.debugcon, quit) : undefined;
     let drives: (OpenedDrive | undefined)[] = [];
+    let nics: OpenedNic[] = [];
     try {
       drives = await openIdeDrives(config.drives);
-      machine = new Machine(config, consoles, debugcon, drives);
+      nics = await openNics(config);
+      machine = new Machine(config, consoles, debugcon, drives, nics);
       if (config.vnc) {
         const pc = machine.pc;
         machine.vnc = new VncServer({ listen: config.vnc, display: pc.vga, keyboard: (bytes) => pc.keyboard.keyEvent(bytes), name: config.name ?? 'tsvm' });
         await machine.vnc.listen();
       }
     } catch (e) {
-      await Promise.all([...consoles.map((c) => c.close()), debugcon?.close(), machine?.vnc?.close(), closeDrives(drives)]);
+      await Promise.all([...consoles.map((c) => c.close()), debugcon?.close(), machine?.vnc?.close(), closeDrives(drives), closeNics(nics)]);
       throw e;
     }
     return machine;
@@ -157,7 +161,7 @@ export class Machine {
     if (this.finished) return;
     this.finished = true;
     this.runner.pause();
-    await Promise.all([...this.consoles.map((c) => c.close()), this.vnc?.close()]);
+    await Promise.all([...this.consoles.map((c) => c.close()), this.vnc?.close(), closeNics(this.nics)]);
     // Guest writes may still be in flight: let the devices finish them, then flush and release the images.
     await this.pc.close();
     await closeDrives(this.drives);

@@ -7,6 +7,7 @@ import {
   MAX_MEMORY_BYTES,
   defaultMachineConfig,
 } from '../machine/config.js';
+import { parseNetOption, parseNetdevOption, parseNicDevice, parseNicOption, parseObjectOption } from './net-options.js';
 import { type OptionSpec, parseKeyValueList, parseOnOff, parseQemuArgs, parseSize } from './qemu-args.js';
 
 export const TSVM_OPTIONS: OptionSpec[] = [
@@ -29,7 +30,11 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['serial'], takesValue: true, help: 'serial port: stdio, file:PATH, unix:PATH[,server][,nowait], none' },
   { names: ['debugcon'], takesValue: true, help: 'debug console (port 0xe9): stdio, file:PATH, none' },
   { names: ['global'], takesValue: true, help: 'device property: isa-debugcon.iobase=PORT (SeaBIOS prints to 0x402)' },
-  { names: ['device'], takesValue: true, help: 'isa-debug-exit[,iobase=PORT][,iosize=N]: a guest write to PORT exits with status (value << 1) | 1' },
+  { names: ['device'], takesValue: true, help: 'isa-debug-exit[,iobase=PORT][,iosize=N]: a guest write to PORT exits with status (value << 1) | 1; e1000,netdev=ID[,mac=MAC]' },
+  { names: ['netdev'], takesValue: true, help: 'network back end: socket,id=ID,listen=[HOST]:PORT|connect=HOST:PORT|mcast=GROUP:PORT[,localaddr=IP]|udp=HOST:PORT,localaddr=HOST:PORT; tap,id=ID,ifname=NAME,script=no,downscript=no' },
+  { names: ['nic'], takesValue: true, help: 'a card and its back end: none, or TYPE[,model=e1000][,mac=MAC],... (TYPE as -netdev)' },
+  { names: ['net'], takesValue: true, help: 'none: no network card' },
+  { names: ['object'], takesValue: true, help: 'filter-dump,id=ID,netdev=NETDEV,file=F.pcap[,maxlen=N]: frames of NETDEV into a pcap file' },
   { names: ['hda'], takesValue: true, help: 'first IDE hard disk image' },
   { names: ['hdb'], takesValue: true, help: 'second IDE hard disk image' },
   { names: ['hdc'], takesValue: true, help: 'third IDE hard disk image' },
@@ -156,10 +161,10 @@ function parseBoot(text: string, config: MachineConfig): void {
   }
 }
 
-/** `-device isa-debug-exit[,iobase=P][,iosize=N]`, QEMU's defaults 0x501 and 2; the only -device supported. */
+/** `-device isa-debug-exit[,iobase=P][,iosize=N]`, QEMU's defaults 0x501 and 2 (network cards are parsed before). */
 function parseDebugExitDevice(text: string): { iobase: number; iosize: number } {
   const [[, driver], ...properties] = parseKeyValueList(text, 'driver');
-  if (driver !== 'isa-debug-exit') throw new TsvmError(`-device ${text}: unsupported device (supported: isa-debug-exit)`);
+  if (driver !== 'isa-debug-exit') throw new TsvmError(`-device ${text}: unsupported device (supported: isa-debug-exit, e1000)`);
   const device = { iobase: 0x501, iosize: 2 };
   for (const [k, v] of properties) {
     const n = /^(0x[0-9a-f]+|\d+)$/i.test(v) ? Number(v) : NaN;
@@ -246,7 +251,13 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
         config.drives.push(parseDrive(v));
         firmwareBootMedia = true;
         break;
-      case 'device': config.debugExit = parseDebugExitDevice(v); break;
+      case 'device':
+        if (!parseNicDevice(v, config)) config.debugExit = parseDebugExitDevice(v);
+        break;
+      case 'netdev': parseNetdevOption(v, config); break;
+      case 'nic': parseNicOption(v, config); break;
+      case 'net': parseNetOption(v, config); break;
+      case 'object': parseObjectOption(v, config); break;
       case 'boot': parseBoot(v, config); break;
       case 'name': config.name = parseKeyValueList(v, 'guest')[0]?.[1]; break;
       case 'pidfile': config.pidfile = v; break;

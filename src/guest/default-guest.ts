@@ -19,13 +19,26 @@ export interface GuestInfo {
 /** The command line the default guest boots with. */
 export const DEFAULT_GUEST_CMDLINE = 'console=ttyS0';
 /** Bumped when what goes into the guest changes, so that old caches are rebuilt. */
-const GUEST_LAYOUT_VERSION = 3;
+const GUEST_LAYOUT_VERSION = 4;
 
-/** Modules the later devices need (IDE, CD-ROM, virtio, ext4); their dependencies come along. */
+/** Modules the later devices need (IDE, CD-ROM, virtio, ext4, the e1000); their dependencies come along. */
 const GUEST_MODULES = [
   'virtio', 'virtio_ring', 'virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio_rng',
-  'ata_piix', 'sd_mod', 'sr_mod', 'ext4', 'crc32c_generic',
+  'ata_piix', 'sd_mod', 'sr_mod', 'ext4', 'crc32c_generic', 'e1000',
 ];
+
+/** What udhcpc runs on a lease: address, default route and name servers on the interface. */
+const UDHCPC_SCRIPT = `#!/bin/sh
+case "$1" in
+deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+bound|renew)
+  ip addr flush dev "$interface"
+  ip addr add "$ip/\${mask:-24}" \${broadcast:+broadcast "$broadcast"} dev "$interface"
+  for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+  if [ -n "$dns" ]; then : > /etc/resolv.conf; for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done; fi
+  echo "tsvm-guest: $interface has $ip" > /dev/console ;;
+esac
+`;
 
 const INIT_SCRIPT = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin /run
@@ -34,6 +47,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /etc/modules-load); do insmod /lib/modules/$m.ko 2>/dev/null; done
+ip link set lo up
+# With a network card, DHCP (a short first try, then in the background until a lease comes).
+if [ -e /sys/class/net/eth0 ]; then udhcpc -i eth0 -s /etc/udhcpc.script -t 2 -T 1 -b -q >/dev/null 2>&1; fi
 echo "tsvm-guest: ready"
 if grep -q 'tsvm.bench=1' /proc/cmdline; then poweroff -f; fi
 export PS1='tsvm# '
@@ -124,6 +140,7 @@ function buildDefaultGuest(onProgress: (line: string) => void): GuestInfo {
     const entries = [
       ...initramfsBase(readFileSync(join(root, 'bin', 'busybox')), modules.map((m) => ({ name: m.name, data: readFileSync(m.path) }))),
       { kind: 'file', path: 'init', data: new TextEncoder().encode(INIT_SCRIPT), mode: 0o755 } as CpioEntry,
+      { kind: 'file', path: 'etc/udhcpc.script', data: new TextEncoder().encode(UDHCPC_SCRIPT), mode: 0o755 } as CpioEntry,
     ];
     const out = join(work, 'out');
     mkdirSync(out);

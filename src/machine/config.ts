@@ -4,6 +4,7 @@
  */
 
 import type { IcountConfig } from '../base/clock.js';
+import type { SocketNetdevConfig } from '../net/socket-netdev.js';
 
 export type SerialConfig =
   | { kind: 'stdio' }
@@ -23,6 +24,26 @@ export interface DriveConfig {
   /** IDE position (0 = primary master ... 3 = secondary slave), when given. */
   index?: number;
   readOnly: boolean;
+}
+
+/** A network back end (-netdev): the host side of a virtual wire. */
+export type NetdevConfig =
+  | { kind: 'socket'; id: string; socket: SocketNetdevConfig }
+  | { kind: 'tap'; id: string; ifname: string };
+
+/** A guest network card (-device e1000,netdev=ID,mac=...) on a netdev. */
+export interface NicConfig {
+  model: 'e1000';
+  netdev: string;
+  /** Six bytes; unless given, QEMU's 52:54:00:12:34:56 with the last byte counting up per card. */
+  mac?: Uint8Array;
+}
+
+/** -object filter-dump: frames crossing `netdev` go to a pcap file. */
+export interface NetDumpConfig {
+  netdev: string;
+  file: string;
+  maxlen?: number;
 }
 
 export interface BootConfig {
@@ -65,6 +86,10 @@ export interface MachineConfig {
   icount?: IcountConfig;
   /** The RTC's date at power-on, seconds since the epoch (-rtc base=); the host's clock unless given. */
   rtcBase?: number;
+  /** Network back ends, cards and packet dumps; no card unless given. */
+  netdevs?: NetdevConfig[];
+  nics?: NicConfig[];
+  netDumps?: NetDumpConfig[];
 }
 
 /** The RTC's start in the deterministic mode unless -rtc base= says otherwise: runs must not depend on the host's date. */

@@ -17,6 +17,7 @@ import type { CharBackend } from '../devices/char-backend.js';
 import type { Device } from '../devices/device.js';
 import { StdVga } from '../devices/display/std-vga.js';
 import { Piix3Ide } from '../devices/ide/piix3-ide.js';
+import { E1000 } from '../devices/net/e1000.js';
 import { FwCfg, FwCfgKey } from '../devices/fw-cfg/fw-cfg.js';
 import { I440fxHostBridge } from '../devices/pci/i440fx.js';
 import { PciBus } from '../devices/pci/pci-bus.js';
@@ -33,6 +34,7 @@ import { TimerQueue } from '../devices/timer-queue.js';
 import { GuestRam } from '../memory/guest-ram.js';
 import { PhysicalMemory } from '../memory/physical-memory.js';
 import { PortIoBus } from '../memory/port-io-bus.js';
+import type { OpenedNic } from '../net/netdevs.js';
 import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
 
@@ -45,6 +47,8 @@ export interface PcMachineHost extends SystemControl {
   debugcon?: CharBackend;
   /** Opened IDE drives by position (primary master, primary slave, secondary master, secondary slave). */
   drives: (OpenedDrive | undefined)[];
+  /** Network cards with their back ends open, in configuration order. */
+  nics?: OpenedNic[];
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
   /** The guest wrote to isa-debug-exit: end with this process exit status. */
@@ -74,6 +78,7 @@ export class PcMachine {
   readonly vga: StdVga;
   readonly ide: Piix3Ide;
   readonly keyboard: I8042;
+  readonly nics: E1000[] = [];
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
@@ -146,6 +151,14 @@ export class PcMachine {
     this.pci.add(this.vga, 2);
     this.devices.push(this.vga);
 
+    // Network cards from slot 3 on, in order, as QEMU places -device cards after the VGA.
+    for (const [i, nic] of (host.nics ?? []).entries()) {
+      const e1000 = new E1000({ id: `e1000.${i}`, memory: this.memory, mac: nic.mac, backend: nic.backend });
+      this.pci.add(e1000, this.freePciSlot());
+      this.nics.push(e1000);
+      this.devices.push(e1000);
+    }
+
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
     this.bios = this.kernel ? null : new SystemBios(this.memory, readFirmware('BIOS', config.bios ?? DEFAULT_BIOS, { maxBytes: 16 * 2 ** 20, multipleOf: 64 * 1024 }));
@@ -160,6 +173,12 @@ export class PcMachine {
     this.io.register(0x80, 1, { read: () => 0xff, write: () => {} }, { sizes: 1, name: 'post-code' });
     this.fillCmos();
     this.boot();
+  }
+
+  /** The first empty device number of bus 0 from 3 on. */
+  private freePciSlot(): number {
+    for (let slot = 3; slot < 32; slot++) if (!this.pci.get(slot << 3)) return slot;
+    throw new TsvmError('no free PCI slot left');
   }
 
   /**
@@ -226,6 +245,8 @@ export class PcMachine {
     this.pci.assignInterruptLines();
     this.pmFunction.configureAsFirmwareDoes();
     this.ide.configureAsFirmwareDoes();
+    // Below the I/O APIC: 128 KiB of registers per card; I/O windows after the IDE bus-master block.
+    this.nics.forEach((nic, i) => nic.configureAsFirmwareDoes(0xfeb00000 + i * 0x20000, 0xc100 + i * 0x40));
     const multiboot = findMultibootHeader(this.kernel!);
     if (multiboot) {
       if (this.initrd) throw new TsvmError('-initrd: Multiboot modules are not supported');
