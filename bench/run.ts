@@ -2,3 +2,4 @@
 await import('./boot.js');
 await import('./img.js');
 await import('./firmware.js');
+await import('./net-user.js');

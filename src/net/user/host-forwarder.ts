@@ -46,6 +46,8 @@ export class HostForwarder {
 
   /** Starts listening for a rule; resolves to the host port bound (the one picked when the rule says 0). */
   async add(rule: HostForward): Promise<number> {
+    const validPort = (p: number, min: number) => Number.isInteger(p) && p >= min && p <= 65535;
+    if (!validPort(rule.hostPort, 0) || !validPort(rule.guestPort, 1)) throw new TsvmError(`host forwarding rule '${ruleText(rule)}': ports are 1-65535 (0 for the host port picks one)`);
     const guestIp = rule.guestAddr ?? this.target.defaultGuestAddress;
     const host = rule.hostAddr || '0.0.0.0';
     try {

@@ -1,11 +1,11 @@
 import { type Socket as UdpSocket, createSocket } from 'node:dgram';
-import type { GuestLink } from './guest-link.js';
+import type { GuestLink, HostToGuestAddress } from './guest-link.js';
 import { IPPROTO_UDP, buildUdp } from './wire.js';
 
 /** A flow unused this long is closed (its host socket with it). */
 export const UDP_IDLE_MS = 60_000;
 const MAX_FLOWS = 256;
-/** Destinations remembered per flow (replies are accepted only from these). */
+/** Destinations remembered per flow (to give their answers the address the guest sent to). */
 const MAX_PEERS_PER_FLOW = 64;
 /** Datagrams waiting in a host socket's send queue above which the guest's next ones are dropped. */
 export const MAX_SEND_QUEUE = 64;
@@ -15,18 +15,21 @@ interface Flow {
   guestIp: number;
   guestPort: number;
   lastUsed: number;
-  /** Host "address:port" → the address and port the guest sent to (what replies come from). */
+  /** Host "address:port" → the address and port the guest sent to (where its answers appear to come from). */
   peers: Map<string, { ip: number; port: number }>;
 }
 
 /**
  * UDP from the guest carried by host datagram sockets: one socket per guest address and port (so a guest's
- * flow keeps one host port, as NAT does), replies accepted only from where the guest sent to, idle flows closed.
+ * flow keeps one host port, as NAT does), idle flows closed. As with libslirp, datagrams from anywhere reach the
+ * flow's guest port (a TFTP server answers from a new port): from a destination the guest sent to they come from
+ * the address the guest used (the DNS address for the resolver), from elsewhere from the host address as the
+ * guest sees it.
  */
 export class UdpNat {
   private readonly flows = new Map<string, Flow>();
 
-  constructor(private readonly link: GuestLink) {}
+  constructor(private readonly link: GuestLink, private readonly hostToGuest: HostToGuestAddress) {}
 
   /** A datagram from guestIp:guestPort to peerIp:peerPort, which the host sends to hostAddress:hostPort. */
   send(guestIp: number, guestPort: number, peerIp: number, peerPort: number, hostAddress: string, hostPort: number, data: Uint8Array): void {
@@ -50,8 +53,7 @@ export class UdpNat {
     const socket = createSocket('udp4');
     const flow: Flow = { socket, guestIp, guestPort, lastUsed: Date.now(), peers: new Map() };
     socket.on('message', (message, from) => {
-      const peer = flow.peers.get(`${from.address}:${from.port}`);
-      if (!peer) return;
+      const peer = flow.peers.get(`${from.address}:${from.port}`) ?? { ip: this.hostToGuest(from.address), port: from.port };
       flow.lastUsed = Date.now();
       this.link.sendIpv4(IPPROTO_UDP, peer.ip, guestIp, buildUdp(peer.ip, guestIp, peer.port, guestPort, message));
     });

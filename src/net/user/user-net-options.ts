@@ -114,15 +114,24 @@ export function parseUserNetdevOptions(text: string, otherKeys: readonly string[
   const parts = splitOptions(text);
   if (parts[0] === 'user') parts.shift();
   const other = new Map<string, string>();
-  const o: PartialAddresses = { ...defaultUserNetOptions(), hostForwards: [] };
-  delete o.host;
-  delete o.dns;
-  delete o.dhcpStart;
+  const pairs: [string, string][] = [];
   for (const part of parts) {
     const eq = part.indexOf('=');
     if (eq < 0) throw new TsvmError(`-netdev user: '${part}' is not key=value`);
     const key = part.slice(0, eq);
-    const value = part.slice(eq + 1);
+    if (otherKeys.includes(key)) other.set(key, part.slice(eq + 1));
+    else pairs.push([key, part.slice(eq + 1)]);
+  }
+  return { options: userNetOptionsFromPairs(pairs), other };
+}
+
+/** The virtual network from `key=value` pairs already split (the CLI's -netdev/-nic parser hands them over). */
+export function userNetOptionsFromPairs(pairs: readonly (readonly [string, string])[]): UserNetOptions {
+  const o: PartialAddresses = { ...defaultUserNetOptions(), hostForwards: [] };
+  delete o.host;
+  delete o.dns;
+  delete o.dhcpStart;
+  for (const [key, value] of pairs) {
     switch (key) {
       case 'net': {
         const [addr, mask, extra] = value.split('/');
@@ -171,8 +180,7 @@ export function parseUserNetdevOptions(text: string, otherKeys: readonly string[
         if (onOff(key, value)) throw new TsvmError('-netdev user: ipv6=on is not supported (the stack is IPv4; use ipv6=off)');
         break;
       default:
-        if (!otherKeys.includes(key)) throw new TsvmError(`-netdev user: unknown or unsupported option '${key}'`);
-        other.set(key, value);
+        throw new TsvmError(`-netdev user: unknown or unsupported option '${key}'`);
     }
   }
   const options = fillAddresses(o);
@@ -183,5 +191,5 @@ export function parseUserNetdevOptions(text: string, otherKeys: readonly string[
     }
   }
   if (options.host === options.dns) throw new TsvmError('-netdev user: host and dns must be different addresses');
-  return { options, other };
+  return options;
 }

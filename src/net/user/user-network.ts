@@ -91,7 +91,7 @@ export class UserNetwork implements NetBackend, GuestLink {
   private constructor(private readonly options: UserNetOptions) {
     this.netmask = netmaskOf(options.prefixLength);
     this.dhcp = new DhcpServer(options);
-    this.udp = new UdpNat(this);
+    this.udp = new UdpNat(this, (address) => this.hostToGuest(address));
     this.dnsUpstream = options.dnsUpstream ?? hostDnsUpstream();
     this.forwarder = new HostForwarder({
       link: this,
