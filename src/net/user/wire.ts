@@ -3,6 +3,7 @@
  * from hostile guest frames (every length checked against the frame before use) and built for the guest.
  * IPv4 addresses are unsigned 32-bit numbers.
  */
+import { onesSum } from '../offload.js';
 
 export const ETH_HEADER_BYTES = 14;
 export const ETHERTYPE_IPV4 = 0x0800;
@@ -53,15 +54,6 @@ export function writeU32(b: Uint8Array, offset: number, value: number): void {
   b[offset + 3] = value;
 }
 
-/** Adds bytes to a running one's-complement sum of 16-bit big-endian words (an odd last byte is padded). */
-function sumWords(sum: number, b: Uint8Array, offset: number, length: number): number {
-  const end = offset + length;
-  let i = offset;
-  for (; i + 1 < end; i += 2) sum += (b[i] << 8) | b[i + 1];
-  if (i < end) sum += b[i] << 8;
-  return sum;
-}
-
 function foldChecksum(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
   return ~sum & 0xffff;
@@ -69,13 +61,13 @@ function foldChecksum(sum: number): number {
 
 /** The Internet checksum of a byte range (0 when the range already holds a correct checksum). */
 export function internetChecksum(b: Uint8Array, offset: number, length: number): number {
-  return foldChecksum(sumWords(0, b, offset, length));
+  return foldChecksum(onesSum(b, offset, offset + length));
 }
 
 /** The TCP/UDP checksum over the IPv4 pseudo-header and the segment (0 when the segment's checksum is correct). */
 export function transportChecksum(src: number, dst: number, proto: number, segment: Uint8Array): number {
   const sum = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + proto + segment.length;
-  return foldChecksum(sumWords(sum, segment, 0, segment.length));
+  return foldChecksum(onesSum(segment, 0, segment.length, sum));
 }
 
 export interface EthernetFrame {
