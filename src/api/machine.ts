@@ -3,7 +3,9 @@ import { TsvmError, errorMessage } from '../base/errors.js';
 import { TcgRunner } from '../accel/tcg/tcg-runner.js';
 import type { CharBackend } from '../devices/char-backend.js';
 import { type MachineConfig, type SerialConfig, defaultMachineConfig } from '../machine/config.js';
-import { type OpenedDrive, closeDrives, openIdeDrives } from '../machine/drives.js';
+import { type OpenedDrive, closeDrives, openIdeDrives, openVirtioDrives } from '../machine/drives.js';
+import type { BalloonInfo } from '../devices/virtio/virtio-balloon.js';
+import { VirtioBalloon } from '../devices/virtio/virtio-balloon.js';
 import { PcMachine } from '../machine/pc-machine.js';
 import { type OpenedNic, closeNics, openNics } from '../net/netdevs.js';
 import { parseIpv4Address } from '../net/user/wire.js';
@@ -44,8 +46,16 @@ export class Machine {
   private debugExitStatus: number | null = null;
   private finished = false;
 
-  private constructor(readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined, private readonly drives: (OpenedDrive | undefined)[], private readonly nics: OpenedNic[]) {
-    this.consoles = debugcon ? [...consoles, debugcon] : consoles;
+  /** Character backends of kind 'api' by -chardev id (virtio-serial ports), as streams. */
+  private readonly chardevStreams = new Map<string, Duplex>();
+
+  private constructor(
+    readonly config: MachineConfig, consoles: HostConsole[], debugcon: HostConsole | undefined,
+    private readonly drives: (OpenedDrive | undefined)[], private readonly virtioDrives: Map<string, OpenedDrive>, chardevs: Map<string, HostConsole>,
+    private readonly nics: OpenedNic[],
+  ) {
+    this.consoles = [...consoles, ...(debugcon ? [debugcon] : []), ...chardevs.values()];
+    for (const [id, c] of chardevs) if (c instanceof StreamConsole) this.chardevStreams.set(id, c.stream);
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     const streamConsole = consoles.find((c): c is StreamConsole => c instanceof StreamConsole);
     this.console = streamConsole ? streamConsole.stream : null;
@@ -54,6 +64,8 @@ export class Machine {
       debugcon,
       drives,
       nics,
+      virtioDrives,
+      chardevs: chardevs as Map<string, CharBackend>,
       requestReset: () => this.request('reset'),
       requestPowerOff: () => this.request('poweroff'),
       wake: () => this.runner?.wake(),
@@ -73,17 +85,21 @@ export class Machine {
     const debugcon = config.debugcon ? await openConsole(config.debugcon, quit) : undefined;
     let drives: (OpenedDrive | undefined)[] = [];
     let nics: OpenedNic[] = [];
+    let virtioDrives = new Map<string, OpenedDrive>();
+    const chardevs = new Map<string, HostConsole>();
     try {
-      drives = await openIdeDrives(config.drives);
+      for (const [id, c] of Object.entries(config.chardevs ?? {})) chardevs.set(id, await openConsole(c, quit));
+      drives = await openIdeDrives(config.drives, config.snapshot);
+      virtioDrives = await openVirtioDrives(config.drives, config.snapshot);
       nics = await openNics(config);
-      machine = new Machine(config, consoles, debugcon, drives, nics);
+      machine = new Machine(config, consoles, debugcon, drives, virtioDrives, chardevs, nics);
       if (config.vnc) {
         const pc = machine.pc;
         machine.vnc = new VncServer({ listen: config.vnc, display: pc.vga, keyboard: (bytes) => pc.keyboard.keyEvent(bytes), name: config.name ?? 'tsvm' });
         await machine.vnc.listen();
       }
     } catch (e) {
-      await Promise.all([...consoles.map((c) => c.close()), debugcon?.close(), machine?.vnc?.close(), closeDrives(drives), closeNics(nics)]);
+      await Promise.all([...consoles.map((c) => c.close()), ...[...chardevs.values()].map((c) => c.close()), debugcon?.close(), machine?.vnc?.close(), closeDrives(drives), closeDrives(virtioDrives.values()), closeNics(nics)]);
       throw e;
     }
     return machine;
@@ -138,6 +154,30 @@ export class Machine {
     return this.pc.cpu.instructionCount;
   }
 
+  /** The stream of a -chardev of kind 'api' (a virtio-serial port's host side). */
+  chardev(id: string): Duplex | undefined {
+    return this.chardevStreams.get(id);
+  }
+
+  /** The virtio balloon, if the machine has one. */
+  private balloonDevice(): VirtioBalloon {
+    const device = this.pc.virtio.map((fn) => fn.device).find((d): d is VirtioBalloon => d instanceof VirtioBalloon);
+    if (!device) throw new TsvmError('No balloon device has been activated');
+    return device;
+  }
+
+  /** Asks the guest to leave itself `bytes` of RAM (QMP `balloon`): the rest is inflated and given back to the host. */
+  setBalloonTarget(bytes: number): void {
+    this.balloonDevice().setTarget(bytes);
+  }
+
+  /** The balloon's size and the guest's last statistics (QMP `query-balloon`, `guest-stats`); asks for fresh ones. */
+  balloonInfo(): BalloonInfo {
+    const balloon = this.balloonDevice();
+    balloon.requestStats();
+    return balloon.info();
+  }
+
   private request(kind: 'reset' | 'poweroff'): void {
     if (this.pending === 'poweroff') return;
     this.pending = kind;
@@ -178,7 +218,7 @@ export class Machine {
     await Promise.all([...this.consoles.map((c) => c.close()), this.vnc?.close(), closeNics(this.nics)]);
     // Guest writes may still be in flight: let the devices finish them, then flush and release the images.
     await this.pc.close();
-    await closeDrives(this.drives);
+    await closeDrives([...this.drives, ...this.virtioDrives.values()]);
     this.resolveExit(exit);
   }
 }

@@ -16,6 +16,10 @@ export interface Libc {
   /** lseek(2); -1 on error, see errno(). */
   lseek(fd: number, offset: number, whence: number): number;
   errno(): number;
+  /** madvise(2) on a host address (from addressOf); 0 or -1. */
+  madvise(address: bigint, length: number, advice: number): number;
+  /** The host address of a typed array's first byte (its backing store does not move while it lives). */
+  addressOf(bytes: Uint8Array): bigint;
 }
 
 let libc: Libc | null | undefined;
@@ -31,8 +35,13 @@ export function loadLibc(): Libc | null {
     koffi.struct('tsvm_flock', { l_type: 'short', l_whence: 'short', l_start: 'int64', l_len: 'int64', l_pid: 'int' });
     const fcntl = lib.func('int fcntl(int fd, int cmd, _Inout_ tsvm_flock *lock)') as Libc['fcntl'];
     const lseek = lib.func('int64_t lseek(int fd, int64_t offset, int whence)') as (fd: number, off: number, whence: number) => number | bigint;
+    const madvise = lib.func('int madvise(uintptr_t addr, size_t length, int advice)') as Libc['madvise'];
+    // memmove(dst, src, 0) returns dst: the address koffi passed for the array.
+    const memmove = lib.func('uintptr_t memmove(void *dst, void *src, size_t n)') as (dst: Uint8Array, src: Uint8Array, n: number) => number | bigint;
     libc = {
       fcntl,
+      madvise,
+      addressOf: (bytes) => BigInt(memmove(bytes, bytes, 0)),
       lseek: (fd, off, whence) => Number(lseek(fd, off, whence)),
       errno: () => koffi.errno(),
     };
@@ -87,4 +96,5 @@ export function disableLibcForTesting(off: boolean): void {
 }
 
 export const SEEK_DATA = 3, SEEK_HOLE = 4;
+export const MADV_DONTNEED = 4;
 export const ENXIO = 6;

@@ -4,6 +4,7 @@ import {
   type DriveConfig,
   type MachineConfig,
   type SerialConfig,
+  type VirtioDeviceConfig,
   MAX_MEMORY_BYTES,
   defaultMachineConfig,
 } from '../machine/config.js';
@@ -30,17 +31,22 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['serial'], takesValue: true, help: 'serial port: stdio, file:PATH, unix:PATH[,server][,nowait], none' },
   { names: ['debugcon'], takesValue: true, help: 'debug console (port 0xe9): stdio, file:PATH, none' },
   { names: ['global'], takesValue: true, help: 'device property: isa-debugcon.iobase=PORT (SeaBIOS prints to 0x402)' },
-  { names: ['device'], takesValue: true, help: 'isa-debug-exit[,iobase=PORT][,iosize=N]: a guest write to PORT exits with status (value << 1) | 1; e1000,netdev=ID[,mac=MAC]' },
   { names: ['netdev'], takesValue: true, help: 'network back end: user,id=ID[,net=ADDR/MASK][,host=IP][,dns=IP][,dhcpstart=IP][,hostfwd=tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT][,restrict=on|off][,hostname=NAME]; socket,id=ID,listen=[HOST]:PORT|connect=HOST:PORT|mcast=GROUP:PORT[,localaddr=IP]|udp=HOST:PORT,localaddr=HOST:PORT; tap,id=ID,ifname=NAME,script=no,downscript=no' },
   { names: ['nic'], takesValue: true, help: 'a card and its back end: none, or TYPE[,model=e1000][,mac=MAC],... (TYPE as -netdev)' },
   { names: ['net'], takesValue: true, help: 'none: no network card' },
   { names: ['object'], takesValue: true, help: 'filter-dump,id=ID,netdev=NETDEV,file=F.pcap[,maxlen=N]: frames of NETDEV into a pcap file' },
+  { names: ['device'], takesValue: true, help: 'isa-debug-exit[,iobase=PORT][,iosize=N]: a guest write to PORT exits with status (value << 1) | 1;\n' +
+    '                           virtio-blk-pci,drive=ID; virtio-rng-pci; virtio-balloon-pci; virtio-serial-pci with virtconsole,chardev=ID\n' +
+    '                           or virtserialport,chardev=ID,name=N after it; e1000,netdev=ID[,mac=MAC]' },
+  { names: ['chardev'], takesValue: true, help: 'character backend for virtio-serial ports: stdio,id=ID | file,id=ID,path=P | socket,id=ID,path=P[,server=on][,wait=off]' },
+  { names: ['snapshot'], takesValue: false, help: 'write to temporary overlays: disk images stay untouched' },
   { names: ['hda'], takesValue: true, help: 'first IDE hard disk image' },
   { names: ['hdb'], takesValue: true, help: 'second IDE hard disk image' },
   { names: ['hdc'], takesValue: true, help: 'third IDE hard disk image' },
   { names: ['hdd'], takesValue: true, help: 'fourth IDE hard disk image' },
   { names: ['cdrom'], takesValue: true, help: 'CD-ROM image (secondary master)' },
-  { names: ['drive'], takesValue: true, help: 'file=F[,format=raw|qcow|qcow2][,if=ide|virtio][,media=disk|cdrom][,index=N][,readonly=on]' },
+  { names: ['drive'], takesValue: true, help: 'file=F[,format=raw|qcow|qcow2][,if=ide|virtio|none][,id=ID][,media=disk|cdrom][,index=N][,readonly=on]\n' +
+    '                           [,cache=none|writeback|writethrough|unsafe][,discard=unmap|ignore]' },
   { names: ['boot'], takesValue: true, help: 'boot order: c (disk), d (CD-ROM), n (network); order=...,menu=on' },
   { names: ['name'], takesValue: true, help: 'guest name' },
   { names: ['pidfile'], takesValue: true, help: 'write the process id to this file' },
@@ -101,6 +107,15 @@ function parseDrive(text: string): DriveConfig {
         break;
       }
       case 'readonly': drive.readOnly = parseOnOff('-drive', k, v); break;
+      case 'id': drive.id = v; break;
+      case 'cache':
+        if (v !== 'none' && v !== 'writeback' && v !== 'writethrough' && v !== 'unsafe') throw new TsvmError(`-drive ${text}: unknown cache mode '${v}'`);
+        drive.cache = v;
+        break;
+      case 'discard':
+        if (v !== 'unmap' && v !== 'on' && v !== 'ignore' && v !== 'off') throw new TsvmError(`-drive ${text}: discard must be unmap or ignore`);
+        drive.discard = v === 'unmap' || v === 'on';
+        break;
       default: throw new TsvmError(`-drive ${text}: unknown parameter '${k}'`);
     }
   }
@@ -161,10 +176,71 @@ function parseBoot(text: string, config: MachineConfig): void {
   }
 }
 
-/** `-device isa-debug-exit[,iobase=P][,iosize=N]`, QEMU's defaults 0x501 and 2 (network cards are parsed before). */
-function parseDebugExitDevice(text: string): { iobase: number; iosize: number } {
+/** `-chardev stdio|file|socket,id=ID,...`: a named character backend (the SerialConfig kinds). */
+function parseChardev(text: string): { id: string; backend: SerialConfig } {
+  const [[, kind], ...properties] = parseKeyValueList(text, 'backend');
+  const p = new Map(properties);
+  const id = p.get('id');
+  if (!id) throw new TsvmError(`-chardev ${text}: missing id=`);
+  p.delete('id');
+  const known = (...names: string[]) => {
+    for (const k of p.keys()) if (!names.includes(k)) throw new TsvmError(`-chardev ${text}: unknown parameter '${k}'`);
+  };
+  const path = () => p.get('path') || (() => { throw new TsvmError(`-chardev ${text}: missing path=`); })();
+  switch (kind) {
+    case 'stdio': known('signal', 'mux'); return { id, backend: { kind: 'stdio' } };
+    case 'null': known(); return { id, backend: { kind: 'none' } };
+    case 'file': known('path'); return { id, backend: { kind: 'file', path: path() } };
+    case 'socket': {
+      known('path', 'server', 'wait');
+      const server = p.has('server') && parseOnOff('-chardev', 'server', p.get('server')!);
+      const wait = !p.has('wait') || parseOnOff('-chardev', 'wait', p.get('wait')!);
+      return { id, backend: { kind: 'unix', path: path(), server, wait } };
+    }
+    default: throw new TsvmError(`-chardev ${text}: unsupported backend '${kind}' (stdio, file, socket with path=, null)`);
+  }
+}
+
+/** The virtio devices of `-device`: each a PCI function, virtconsole/virtserialport ports of the last virtio-serial. */
+function parseVirtioDevice(text: string, driver: string, properties: [string, string][], devices: VirtioDeviceConfig[]): void {
+  const p = new Map(properties);
+  const only = (...names: string[]) => {
+    for (const k of p.keys()) if (!names.includes(k)) throw new TsvmError(`-device ${text}: unknown property '${k}'`);
+  };
+  switch (driver) {
+    case 'virtio-blk-pci': case 'virtio-blk': {
+      only('drive', 'id');
+      const drive = p.get('drive');
+      if (!drive) throw new TsvmError(`-device ${text}: missing drive=`);
+      devices.push({ kind: 'virtio-blk', drive });
+      return;
+    }
+    case 'virtio-rng-pci': case 'virtio-rng': only('id'); devices.push({ kind: 'virtio-rng' }); return;
+    case 'virtio-balloon-pci': case 'virtio-balloon': only('id'); devices.push({ kind: 'virtio-balloon' }); return;
+    case 'virtio-serial-pci': case 'virtio-serial': only('id'); devices.push({ kind: 'virtio-serial', ports: [] }); return;
+    case 'virtconsole': case 'virtserialport': {
+      only('chardev', 'name', 'id');
+      const serial = [...devices].reverse().find((d) => d.kind === 'virtio-serial');
+      if (!serial || serial.kind !== 'virtio-serial') throw new TsvmError(`-device ${text}: needs a -device virtio-serial-pci before it`);
+      const chardev = p.get('chardev');
+      if (!chardev) throw new TsvmError(`-device ${text}: missing chardev=`);
+      if (driver === 'virtserialport' && !p.get('name')) throw new TsvmError(`-device ${text}: missing name=`);
+      serial.ports.push({ console: driver === 'virtconsole', chardev, ...(p.has('name') ? { name: p.get('name') } : {}) });
+      return;
+    }
+  }
+  throw new TsvmError(`-device ${text}: unsupported device (supported: isa-debug-exit, e1000, virtio-blk-pci, virtio-rng-pci, virtio-balloon-pci, virtio-serial-pci, virtconsole, virtserialport)`);
+}
+
+/** `-device isa-debug-exit[,iobase=P][,iosize=N]`, QEMU's defaults 0x501 and 2; network cards; virtio devices. */
+function parseDevice(text: string, config: MachineConfig): void {
+  if (parseNicDevice(text, config)) return;
   const [[, driver], ...properties] = parseKeyValueList(text, 'driver');
-  if (driver !== 'isa-debug-exit') throw new TsvmError(`-device ${text}: unsupported device (supported: isa-debug-exit, e1000)`);
+  if (driver === 'isa-debug-exit') config.debugExit = parseDebugExitDevice(text, properties);
+  else parseVirtioDevice(text, driver, properties, (config.virtioDevices ??= []));
+}
+
+function parseDebugExitDevice(text: string, properties: [string, string][]): { iobase: number; iosize: number } {
   const device = { iobase: 0x501, iosize: 2 };
   for (const [k, v] of properties) {
     const n = /^(0x[0-9a-f]+|\d+)$/i.test(v) ? Number(v) : NaN;
@@ -247,17 +323,26 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
         config.drives.push({ file: v, interface: 'ide', media: 'cdrom', index: 2, readOnly: true });
         firmwareBootMedia = true;
         break;
-      case 'drive':
-        config.drives.push(parseDrive(v));
-        firmwareBootMedia = true;
+      case 'drive': {
+        const drive = parseDrive(v);
+        config.drives.push(drive);
+        // Virtio disks beside the default guest are the usual case: only IDE drives mean "boot from firmware".
+        if (drive.interface === 'ide') firmwareBootMedia = true;
         break;
-      case 'device':
-        if (!parseNicDevice(v, config)) config.debugExit = parseDebugExitDevice(v);
-        break;
+      }
+      case 'device': parseDevice(v, config); break;
       case 'netdev': parseNetdevOption(v, config); break;
       case 'nic': parseNicOption(v, config); break;
       case 'net': parseNetOption(v, config); break;
       case 'object': parseObjectOption(v, config); break;
+      case 'chardev': {
+        const { id, backend } = parseChardev(v);
+        config.chardevs ??= {};
+        if (config.chardevs[id]) throw new TsvmError(`-chardev ${v}: duplicate id '${id}'`);
+        config.chardevs[id] = backend;
+        break;
+      }
+      case 'snapshot': config.snapshot = true; break;
       case 'boot': parseBoot(v, config); break;
       case 'name': config.name = parseKeyValueList(v, 'guest')[0]?.[1]; break;
       case 'pidfile': config.pidfile = v; break;
@@ -268,8 +353,32 @@ export function parseTsvmArgs(argv: string[]): TsvmInvocation {
   }
   if (config.initrd && !config.kernel) throw new TsvmError('-initrd requires -kernel');
   if (config.append && !config.kernel) throw new TsvmError('-append requires -kernel');
+  checkVirtioReferences(config);
   const useDefaultGuest = !config.kernel && !config.bios && !firmwareBootMedia;
   return { action: 'run', config, useDefaultGuest };
+}
+
+/** Every drive= and chardev= names something given, once; `if=virtio` drives get their own virtio-blk. */
+function checkVirtioReferences(config: MachineConfig): void {
+  const devices = config.virtioDevices ?? [];
+  const used = new Set<string>();
+  for (const d of devices) {
+    if (d.kind === 'virtio-blk') {
+      const drive = config.drives.find((x) => x.id === d.drive);
+      if (!drive || drive.interface === 'ide') throw new TsvmError(`-device virtio-blk-pci,drive=${d.drive}: no -drive with if=none,id=${d.drive}`);
+      if (used.has(d.drive)) throw new TsvmError(`-device virtio-blk-pci,drive=${d.drive}: drive is used twice`);
+      used.add(d.drive);
+    }
+    if (d.kind === 'virtio-serial') {
+      for (const port of d.ports) if (!config.chardevs?.[port.chardev]) throw new TsvmError(`-device ${port.console ? 'virtconsole' : 'virtserialport'}: chardev '${port.chardev}' not found`);
+    }
+  }
+  config.drives.forEach((drive, i) => {
+    if (drive.interface !== 'virtio' || (drive.id !== undefined && used.has(drive.id))) return;
+    drive.id ??= `virtio${i}`;
+    devices.push({ kind: 'virtio-blk', drive: drive.id });
+  });
+  if (devices.length > 0) config.virtioDevices = devices;
 }
 
 export function tsvmUsage(): string {

@@ -25,6 +25,12 @@ export interface DriveConfig {
   /** IDE position (0 = primary master ... 3 = secondary slave), when given. */
   index?: number;
   readOnly: boolean;
+  /** The name `-device virtio-blk-pci,drive=ID` refers to; also the disk's serial number (virtio-blk GET_ID). */
+  id?: string;
+  /** QEMU's cache modes: unsafe never syncs, writethrough syncs every write, none and writeback on flush. */
+  cache?: 'none' | 'writeback' | 'writethrough' | 'unsafe';
+  /** discard=unmap: guest discards free space in the image (virtio-blk). */
+  discard?: boolean;
 }
 
 /** A network back end (-netdev): the host side of a virtual wire. */
@@ -47,6 +53,19 @@ export interface NetDumpConfig {
   file: string;
   maxlen?: number;
 }
+/** A port of a virtio-serial device: a console (hvc) or a named port (/dev/virtio-ports/NAME), on a chardev. */
+export interface VirtioSerialPortConfig {
+  console: boolean;
+  name?: string;
+  chardev: string;
+}
+
+/** Virtio devices (-device ...-pci), in command-line order (their PCI slots follow it). */
+export type VirtioDeviceConfig =
+  | { kind: 'virtio-blk'; drive: string }
+  | { kind: 'virtio-rng' }
+  | { kind: 'virtio-balloon' }
+  | { kind: 'virtio-serial'; ports: VirtioSerialPortConfig[] };
 
 export interface BootConfig {
   /** Drive letters in order: a/b floppy, c first disk, d CD-ROM, n network. */
@@ -74,6 +93,11 @@ export interface MachineConfig {
   /** The debug console's port (QEMU's isa-debugcon iobase; 0xe9 unless set). */
   debugconPort?: number;
   drives: DriveConfig[];
+  /** -snapshot: guest writes go to temporary overlays that disappear at exit; the images stay untouched. */
+  snapshot?: boolean;
+  virtioDevices?: VirtioDeviceConfig[];
+  /** Character backends by id (-chardev), for virtio-serial ports. */
+  chardevs?: Record<string, SerialConfig>;
   /** QEMU's isa-debug-exit device (-device isa-debug-exit,iobase=...,iosize=...): a guest write ends tsvm. */
   debugExit?: { iobase: number; iosize: number };
   boot: BootConfig;

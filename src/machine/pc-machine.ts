@@ -37,6 +37,9 @@ import { PortIoBus } from '../memory/port-io-bus.js';
 import type { OpenedNic } from '../net/netdevs.js';
 import { ICOUNT_RTC_BASE, type MachineConfig } from './config.js';
 import type { OpenedDrive } from './drives.js';
+import type { VirtioDevice } from '../devices/virtio/virtio-device.js';
+import { VirtioPciFunction } from '../devices/virtio/virtio-pci.js';
+import { createVirtioDevice } from './virtio-devices.js';
 
 /** COM1..COM4 port bases and IRQs. */
 const SERIAL_PORTS: [number, number][] = [[0x3f8, 4], [0x2f8, 3], [0x3e8, 4], [0x2e8, 3]];
@@ -49,6 +52,10 @@ export interface PcMachineHost extends SystemControl {
   drives: (OpenedDrive | undefined)[];
   /** Network cards with their back ends open, in configuration order. */
   nics?: OpenedNic[];
+  /** Opened drives of virtio-blk devices, by drive id. */
+  virtioDrives?: Map<string, OpenedDrive>;
+  /** Character backends by -chardev id (virtio-serial ports). */
+  chardevs?: Map<string, CharBackend>;
   /** An interrupt may have made a halted CPU runnable. */
   wake(): void;
   /** The guest wrote to isa-debug-exit: end with this process exit status. */
@@ -79,6 +86,8 @@ export class PcMachine {
   readonly ide: Piix3Ide;
   readonly keyboard: I8042;
   readonly nics: E1000[] = [];
+  /** Virtio PCI functions, in slot order. */
+  readonly virtio: VirtioPciFunction[] = [];
   private readonly isaBridge: Piix3IsaBridge;
   private readonly pmFunction: Piix4PmFunction;
   private readonly devices: Device[] = [];
@@ -154,10 +163,12 @@ export class PcMachine {
     // Network cards from slot 3 on, in order, as QEMU places -device cards after the VGA.
     for (const [i, nic] of (host.nics ?? []).entries()) {
       const e1000 = new E1000({ id: `e1000.${i}`, memory: this.memory, mac: nic.mac, backend: nic.backend });
-      this.pci.add(e1000, this.freePciSlot());
+      this.pci.addToFreeSlot(e1000);
       this.nics.push(e1000);
       this.devices.push(e1000);
     }
+    const resources = { memory: this.memory, drives: host.virtioDrives ?? new Map(), chardevs: host.chardevs ?? new Map() };
+    (config.virtioDevices ?? []).forEach((d, i) => this.addVirtioDevice(createVirtioDevice(d, i, resources)));
 
     this.fwCfg = new FwCfg(this.io, this.memory);
     this.devices.push(this.fwCfg);
@@ -175,10 +186,13 @@ export class PcMachine {
     this.boot();
   }
 
-  /** The first empty device number of bus 0 from 3 on. */
-  private freePciSlot(): number {
-    for (let slot = 3; slot < 32; slot++) if (!this.pci.get(slot << 3)) return slot;
-    throw new TsvmError('no free PCI slot left');
+  /** Puts a virtio device on the PCI bus (next free slot) behind the virtio PCI transport. */
+  addVirtioDevice(device: VirtioDevice): VirtioPciFunction {
+    const fn = new VirtioPciFunction(device, { memory: this.memory, deliverMsi: (address, data) => this.apicBus.deliverMsi(address, data) });
+    this.pci.addToFreeSlot(fn);
+    this.devices.push(fn);
+    this.virtio.push(fn);
+    return fn;
   }
 
   /**
@@ -281,12 +295,12 @@ export class PcMachine {
 
   /** Device requests to the host are in flight: their completions arrive through Node's event loop. */
   ioPending(): boolean {
-    return this.ide.busy;
+    return this.ide.busy || this.virtio.some((fn) => fn.busy);
   }
 
   /** Waits for device requests still in flight (disk reads and writes); the images are closed after. */
   async close(): Promise<void> {
-    await this.ide.close();
+    await Promise.all([this.ide.close(), ...this.virtio.map((fn) => fn.device.drain())]);
   }
 
   saveDeviceStates(): Record<string, VersionedState> {

@@ -1,3 +1,4 @@
+import { MADV_DONTNEED, loadLibc } from '../block/libc.js';
 import type { AccessSize } from './bus-device.js';
 import type { GuestRam } from './guest-ram.js';
 import { MmioBus } from './mmio-bus.js';
@@ -144,6 +145,29 @@ export class PhysicalMemory {
   readBytes(address: number, length: number): Uint8Array | null {
     const view = this.ramView(address, length);
     return view ? view.slice() : null;
+  }
+
+  /**
+   * The guest gave [address, address+length) back (a balloon): it reads as zeroes from now on, and the host
+   * pages wholly inside it are returned to the host (madvise MADV_DONTNEED; they come back, zeroed, when
+   * touched). The rest of the range is zeroed in place. False if the range is not wholly RAM.
+   */
+  discardRam(address: number, length: number): boolean {
+    const view = this.ramView(address, length);
+    if (!view) return false;
+    const libc = loadLibc();
+    let zeroFrom = 0, zeroTo = length;
+    if (libc) {
+      const host = libc.addressOf(view);
+      const first = (host + 4095n) & ~4095n, end = (host + BigInt(length)) & ~4095n;
+      if (end > first && libc.madvise(first, Number(end - first), MADV_DONTNEED) === 0) {
+        view.fill(0, 0, Number(first - host));
+        zeroFrom = Number(end - host);
+      }
+    }
+    view.fill(0, zeroFrom, zeroTo);
+    for (const listener of this.ramWriteListeners) listener(address, length);
+    return true;
   }
 
   /** Copy into guest RAM; false (and nothing written) if the range is not wholly RAM. */

@@ -1,3 +1,4 @@
+import { TsvmError } from '../../base/errors.js';
 import { debugLog } from '../../base/log.js';
 import type { VersionedState } from '../../base/state.js';
 import type { PhysicalMemory } from '../../memory/physical-memory.js';
@@ -51,6 +52,14 @@ export class PciBus implements PciBusSide, Device {
     fn.bus = this;
     fn.devfn = devfn;
     this.functions.set(devfn, fn);
+  }
+
+  /** Puts a function at the first free slot from 3 on (after the host bridge, PIIX and VGA), as QEMU places -device. */
+  addToFreeSlot(fn: PciFunction): void {
+    for (let device = 3; device < 32; device++) {
+      if (!this.functions.has(device << 3)) return this.add(fn, device);
+    }
+    throw new TsvmError(`no free PCI slot for ${fn.id}`);
   }
 
   /** The function at `devfn`, if any (for firmware tables and tests). */

@@ -51,7 +51,7 @@ export class PciFunction implements Device {
   /** Set when the bus assigns the function a slot. */
   bus: PciBusSide | null = null;
   devfn = -1;
-  private readonly initialConfig: Uint8Array;
+  private initialConfig: Uint8Array;
   private intx = false;
 
   constructor(
@@ -87,6 +87,11 @@ export class PciFunction implements Device {
     });
     if (rom) this.setMask32(PCI_ROM_ADDRESS, (~(romWindow(rom.length) - 1) | 1) >>> 0);
     this.initialConfig = c.slice();
+  }
+
+  /** Subclasses that add registers (capabilities) after construction: those bytes are what reset() restores. */
+  protected captureInitialConfig(): void {
+    this.initialConfig = this.config.slice();
   }
 
   /** The current address of BAR `i`, or undefined while it is not decoded (disabled or unassigned). */
