@@ -232,6 +232,7 @@ export class TcpConnection {
     if (data.length > window) {
       data = data.subarray(0, window);
       fin = false;
+      if (data.length === 0) this.ackNow(); // a probe of the closed window: the guest learns it is still closed
     }
     if (data.length > 0) {
       this.socket.write(data);
