@@ -3,3 +3,4 @@ await import('./boot.js');
 await import('./img.js');
 await import('./firmware.js');
 await import('./virtio-blk.js');
+await import('./net-user.js');

@@ -36,6 +36,11 @@ export class ConsoleVm {
     }
   }
 
+  /** Types more on the console. */
+  type(text: string): void {
+    this.child.stdin!.write(text);
+  }
+
   kill(): void {
     if (this.child.exitCode === null) this.child.kill('SIGKILL');
   }

@@ -25,13 +25,13 @@ const HAVE = (tool: string) => spawnSync('which', [tool]).status === 0;
 const PATTERN = Buffer.from('tsvm-virtio-blk\n'.repeat(200_000));
 const RAM_MIB = 256;
 
-/** Debian's i386 mke2fs with its libraries, as an initramfs archive to append to the default guest's. */
+/** Debian's i386 mke2fs with its libraries (libe2p is in libext2fs2 on Debian 12), as an initramfs archive to append to the default guest's. */
 function e2fsprogsCpio(): Uint8Array {
   const cache = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'tsvm', 'e2fsprogs-i386');
   const root = join(cache, 'root');
   if (!existsSync(join(root, 'sbin', 'mke2fs'))) {
     mkdirSync(cache, { recursive: true });
-    const packages = ['e2fsprogs', 'libext2fs2', 'libcom-err2', 'libblkid1', 'libuuid1', 'libe2p2', 'libc6'].map((p) => `${p}:i386`);
+    const packages = ['e2fsprogs', 'libext2fs2', 'libcom-err2', 'libblkid1', 'libuuid1', 'libc6'].map((p) => `${p}:i386`);
     const r = spawnSync('apt-get', ['download', '-q', ...packages], { cwd: cache, encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`apt-get download failed: ${r.stderr.trim().split('\n').pop()}`);
     for (const deb of readdirSync(cache).filter((f) => f.endsWith('.deb'))) spawnSync('dpkg-deb', ['-x', join(cache, deb), root]);

@@ -8,6 +8,7 @@ import type { BalloonInfo } from '../devices/virtio/virtio-balloon.js';
 import { VirtioBalloon } from '../devices/virtio/virtio-balloon.js';
 import { PcMachine } from '../machine/pc-machine.js';
 import { type OpenedNic, closeNics, openNics } from '../net/netdevs.js';
+import { parseIpv4Address } from '../net/user/wire.js';
 import { FileConsole } from '../ui/console/file-console.js';
 import { type HostConsole, NullConsole } from '../ui/console/host-console.js';
 import { StdioConsole } from '../ui/console/stdio-console.js';
@@ -118,6 +119,19 @@ export class Machine {
 
   get running(): boolean {
     return this.runner.isRunning;
+  }
+
+  /**
+   * Forwards a host port to a guest port over the machine's user-mode network (the first card on one, or the
+   * netdev named), as `hostfwd=` does; resolves to the host port bound (hostPort 0 lets the host pick one).
+   * hostAddr '' (the default) listens on every address, as QEMU does; guestAddr defaults to the first DHCP address.
+   */
+  async forward(rule: { proto: 'tcp' | 'udp'; hostPort: number; guestPort: number; hostAddr?: string; guestAddr?: string; netdev?: string }): Promise<number> {
+    const nic = this.nics.find((n) => n.userNetwork && (rule.netdev === undefined || n.config.netdev === rule.netdev));
+    if (!nic?.userNetwork) throw new TsvmError(rule.netdev === undefined ? 'forward: the machine has no user-mode network' : `forward: netdev '${rule.netdev}' is not a user-mode network`);
+    const guestAddr = rule.guestAddr === undefined ? undefined : parseIpv4Address(rule.guestAddr);
+    if (guestAddr === undefined && rule.guestAddr !== undefined) throw new TsvmError(`forward: guest address '${rule.guestAddr}' is not an IPv4 address`);
+    return nic.userNetwork.addHostForward({ proto: rule.proto, hostAddr: rule.hostAddr ?? '', hostPort: rule.hostPort, guestAddr, guestPort: rule.guestPort });
   }
 
   /** Stops the machine for good (like QEMU's `quit`). */

@@ -44,3 +44,18 @@ test('bad network options are one-line errors', () => {
   ];
   for (const [argv, message] of cases) assert.throws(() => parseTsvmArgs(argv), message, argv.join(' '));
 });
+
+test('-netdev user and -nic user: the user-mode network with QEMU defaults and its options', () => {
+  const c = parseTsvmArgs(['-netdev', 'user,id=u,hostfwd=tcp::2222-:22,hostname=vm', '-device', 'e1000,netdev=u', '-nic', 'user,model=e1000,mac=52:54:00:00:00:09,restrict=on,net=10.9.0.0/16']).config;
+  const [u, nic] = c.netdevs!;
+  assert.ok(u.kind === 'user' && nic.kind === 'user');
+  assert.equal(u.id, 'u');
+  assert.equal(u.user.host, 0x0a000202);
+  assert.equal(u.user.hostname, 'vm');
+  assert.deepEqual(u.user.hostForwards, [{ proto: 'tcp', hostAddr: '', hostPort: 2222, guestAddr: undefined, guestPort: 22 }]);
+  assert.equal(nic.user.restrict, true);
+  assert.equal(nic.user.dhcpStart, 0x0a09000f);
+  assert.deepEqual(c.nics?.map((n) => n.netdev), ['u', 'nic.1']);
+  assert.throws(() => parseTsvmArgs(['-netdev', 'user,id=u,bogus=1']), /-netdev user: unknown or unsupported option 'bogus'/);
+  assert.throws(() => parseTsvmArgs(['-nic', 'user,hostfwd=tcp:1-:2']), /invalid host forwarding rule/);
+});

@@ -2,6 +2,7 @@
 import { TsvmError } from '../base/errors.js';
 import type { MachineConfig, NetDumpConfig, NetdevConfig, NicConfig } from '../machine/config.js';
 import type { HostPort, SocketNetdevConfig } from '../net/socket-netdev.js';
+import { userNetOptionsFromPairs } from '../net/user/user-net-options.js';
 import { parseKeyValueList } from './qemu-args.js';
 
 const NIC_MODELS = ['e1000'] as const;
@@ -60,9 +61,9 @@ function parseBackend(option: string, type: string, id: string, params: [string,
       return { kind: 'tap', id, ifname };
     }
     case 'user':
-      throw new TsvmError(`${option}: user-mode networking is not available yet (use socket or tap)`);
+      return { kind: 'user', id, user: userNetOptionsFromPairs(params) };
     default:
-      throw new TsvmError(`${option}: unsupported network back end '${type}' (socket, tap)`);
+      throw new TsvmError(`${option}: unsupported network back end '${type}' (user, socket, tap)`);
   }
 }
 

@@ -31,7 +31,7 @@ export const TSVM_OPTIONS: OptionSpec[] = [
   { names: ['serial'], takesValue: true, help: 'serial port: stdio, file:PATH, unix:PATH[,server][,nowait], none' },
   { names: ['debugcon'], takesValue: true, help: 'debug console (port 0xe9): stdio, file:PATH, none' },
   { names: ['global'], takesValue: true, help: 'device property: isa-debugcon.iobase=PORT (SeaBIOS prints to 0x402)' },
-  { names: ['netdev'], takesValue: true, help: 'network back end: socket,id=ID,listen=[HOST]:PORT|connect=HOST:PORT|mcast=GROUP:PORT[,localaddr=IP]|udp=HOST:PORT,localaddr=HOST:PORT; tap,id=ID,ifname=NAME,script=no,downscript=no' },
+  { names: ['netdev'], takesValue: true, help: 'network back end: user,id=ID[,net=ADDR/MASK][,host=IP][,dns=IP][,dhcpstart=IP][,hostfwd=tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT][,restrict=on|off][,hostname=NAME]; socket,id=ID,listen=[HOST]:PORT|connect=HOST:PORT|mcast=GROUP:PORT[,localaddr=IP]|udp=HOST:PORT,localaddr=HOST:PORT; tap,id=ID,ifname=NAME,script=no,downscript=no' },
   { names: ['nic'], takesValue: true, help: 'a card and its back end: none, or TYPE[,model=e1000][,mac=MAC],... (TYPE as -netdev)' },
   { names: ['net'], takesValue: true, help: 'none: no network card' },
   { names: ['object'], takesValue: true, help: 'filter-dump,id=ID,netdev=NETDEV,file=F.pcap[,maxlen=N]: frames of NETDEV into a pcap file' },

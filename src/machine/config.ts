@@ -5,6 +5,7 @@
 
 import type { IcountConfig } from '../base/clock.js';
 import type { SocketNetdevConfig } from '../net/socket-netdev.js';
+import type { UserNetOptions } from '../net/user/user-net-options.js';
 
 export type SerialConfig =
   | { kind: 'stdio' }
@@ -35,7 +36,8 @@ export interface DriveConfig {
 /** A network back end (-netdev): the host side of a virtual wire. */
 export type NetdevConfig =
   | { kind: 'socket'; id: string; socket: SocketNetdevConfig }
-  | { kind: 'tap'; id: string; ifname: string };
+  | { kind: 'tap'; id: string; ifname: string }
+  | { kind: 'user'; id: string; user: UserNetOptions };
 
 /** A guest network card (-device e1000,netdev=ID,mac=...) on a netdev. */
 export interface NicConfig {

@@ -1,15 +1,18 @@
 import { TsvmError } from '../base/errors.js';
-import type { MachineConfig, NicConfig } from '../machine/config.js';
+import type { MachineConfig, NetdevConfig, NicConfig } from '../machine/config.js';
 import type { NetBackend } from './net-backend.js';
 import { PcapDump } from './pcap-dump.js';
 import { openSocketNetdev } from './socket-netdev.js';
 import { openTapNetdev } from './tap-netdev.js';
+import { UserNetwork } from './user/user-network.js';
 
 /** A configured card with its back end open. */
 export interface OpenedNic {
   config: NicConfig;
   mac: Uint8Array;
   backend: NetBackend;
+  /** The card's user-mode network (for forwarding ports at run time), when its back end is one. */
+  userNetwork?: UserNetwork;
 }
 
 /** QEMU's first default MAC address; later cards count up in the last byte. */
@@ -39,16 +42,31 @@ export async function openNics(config: MachineConfig): Promise<OpenedNic[]> {
   try {
     for (const [i, nic] of nics.entries()) {
       const netdev = netdevs.get(nic.netdev)!;
-      let backend = netdev.kind === 'socket' ? await openSocketNetdev(netdev.id, netdev.socket) : await openTapNetdev(netdev.id, netdev.ifname);
+      const { backend: wire, userNetwork } = await openBackend(netdev);
+      let backend = wire;
       for (const dump of config.netDumps ?? []) if (dump.netdev === netdev.id) backend = new PcapDump(backend, dump.file, dump.maxlen);
       const mac = nic.mac ?? Uint8Array.from(DEFAULT_MAC, (b, j) => (j === 5 ? (b + i) & 0xff : b));
-      opened.push({ config: nic, mac, backend });
+      opened.push({ config: nic, mac, backend, userNetwork });
     }
   } catch (e) {
     await closeNics(opened);
     throw e;
   }
   return opened;
+}
+
+/** A netdev's back end, and the user-mode network itself when it is one (for port forwards at run time). */
+async function openBackend(netdev: NetdevConfig): Promise<{ backend: NetBackend; userNetwork?: UserNetwork }> {
+  switch (netdev.kind) {
+    case 'socket':
+      return { backend: await openSocketNetdev(netdev.id, netdev.socket) };
+    case 'tap':
+      return { backend: await openTapNetdev(netdev.id, netdev.ifname) };
+    case 'user': {
+      const userNetwork = await UserNetwork.open(netdev.user);
+      return { backend: userNetwork, userNetwork };
+    }
+  }
 }
 
 export async function closeNics(nics: OpenedNic[]): Promise<void> {
